@@ -1,0 +1,128 @@
+"""The Gymnasium env shared by all task families: one episode generates one sequence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from ntp_envs.task import SequenceTask
+from ntp_envs.type_aliases import IntArray
+
+
+def observation_space(task: SequenceTask) -> spaces.MultiDiscrete:
+    """``[prompt tokens (L), position h, prefix tokens padded with V (H)]``."""
+    nvec = np.concatenate([
+        np.full(task.prompts.prompt_length, task.prompt_vocab_size),
+        [task.horizon + 1],
+        np.full(task.horizon, task.vocab_size + 1),
+    ]).astype(np.int64)
+    return spaces.MultiDiscrete(nvec)
+
+
+def encode_observations(task: SequenceTask, prompts: IntArray, prefixes: IntArray) -> IntArray:
+    """Batched observations ``(B, L + 1 + H)`` for prompts ``(B, L)`` and prefixes ``(B, h)``."""
+    prompts = np.asarray(prompts, dtype=np.int64)
+    prefixes = np.asarray(prefixes, dtype=np.int64).reshape(len(prompts), -1)
+    batch, h = prefixes.shape
+    obs = np.full((batch, prompts.shape[1] + 1 + task.horizon), task.vocab_size, dtype=np.int64)
+    obs[:, : prompts.shape[1]] = prompts
+    obs[:, prompts.shape[1]] = h
+    obs[:, prompts.shape[1] + 1 : prompts.shape[1] + 1 + h] = prefixes
+    return obs
+
+
+def decode_observations(task: SequenceTask, obs: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Inverse of :func:`encode_observations`: ``(prompts (B, L), positions (B,), padded (B, H))``.
+
+    ``padded`` holds each prefix followed by the pad token ``V``.
+    """
+    obs = np.asarray(obs)
+    length = task.prompts.prompt_length
+    if obs.ndim == 1:
+        obs = obs[None, :]
+    if obs.ndim != 2 or obs.shape[1] != length + 1 + task.horizon:
+        raise ValueError(
+            f"obs must have shape (B, {length + 1 + task.horizon}), got {np.shape(obs)}"
+        )
+    obs = obs.astype(np.int64)
+    return obs[:, :length], obs[:, length], obs[:, length + 1 :]
+
+
+class SequenceEnv(gym.Env[IntArray, np.int64]):
+    """Base env: ``reset`` draws a prompt, each ``step`` appends one token, ``H`` steps.
+
+    Subclasses build a :class:`SequenceTask` and document it in the Gymnasium sections.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, task: SequenceTask, render_mode: str | None = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, "
+                f"got {render_mode!r}"
+            )
+        self.task = task
+        self.render_mode = render_mode
+        self.action_space = spaces.Discrete(task.vocab_size)
+        self.observation_space = observation_space(task)
+        self._prompt: IntArray | None = None
+        self._prefix = np.zeros(task.horizon, dtype=np.int64)
+        self._h = 0
+        self._done = True
+
+    @property
+    def expert(self):  # noqa: ANN201 - SequenceModel, re-exported for convenience
+        """The task's expert policy (a :class:`~ntp_envs.sequence_model.SequenceModel`)."""
+        return self.task.expert
+
+    def _obs(self) -> IntArray:
+        assert self._prompt is not None
+        return encode_observations(self.task, self._prompt[None], self._prefix[None, : self._h])[0]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[IntArray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._prompt = self.task.prompts.sample(1, self.np_random)[0]
+        self._prefix[:] = 0
+        self._h = 0
+        self._done = False
+        return self._obs(), {"prompt": self._prompt.copy()}
+
+    def _check_action(self, action: Any) -> int:
+        arr = np.asarray(action)
+        if arr.shape not in ((), (1,)):
+            raise ValueError(f"action must be a scalar token, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"action must be an integer token, got dtype {arr.dtype}")
+        token = int(arr.reshape(()))
+        if not 0 <= token < self.task.vocab_size:
+            raise ValueError(f"action must lie in [0, {self.task.vocab_size - 1}], got {token}")
+        return token
+
+    def step(self, action: Any) -> tuple[IntArray, float, bool, bool, dict[str, Any]]:
+        if self._done or self._prompt is None:
+            raise RuntimeError("the episode has ended (or never started): call reset() first")
+        token = self._check_action(action)
+        reward = float(self.task.reward(self._prompt, self._prefix[: self._h], token))
+        self._prefix[self._h] = token
+        self._h += 1
+        terminated = bool(self._h >= self.task.horizon)
+        self._done = terminated
+        info: dict[str, Any] = {"position": self._h}
+        if terminated:
+            info["sequence"] = self._prefix.copy()
+        return self._obs(), reward, terminated, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        prompt = "" if self._prompt is None else " ".join(map(str, self._prompt))
+        prefix = "".join(map(str, self._prefix[: self._h])) if self.task.vocab_size <= 10 else (
+            " ".join(map(str, self._prefix[: self._h]))
+        )
+        return f"x=[{prompt}] h={self._h}/{self.task.horizon} a={prefix}"
