@@ -55,7 +55,8 @@ def make_ar_linear_task(**kwargs: Any) -> SequenceTask:
         probs = np.asarray(p["context_probs"], dtype=np.float64)
         if probs.shape != (n_ctx,) or (probs <= 0).any() or abs(probs.sum() - 1) > 1e-9:
             raise ValueError(
-                f"context_probs must be {n_ctx} positive numbers summing to 1, got {p['context_probs']}"
+                f"context_probs must be {n_ctx} positive numbers summing to 1, "
+                f"got {p['context_probs']}"
             )
         log_mu = np.log(probs)
     prompts = FinitePrompts(np.arange(n_ctx)[:, None], log_mu)
