@@ -71,7 +71,7 @@ def make_ar_linear_task(**kwargs: Any) -> SequenceTask:
     out_of_class = rng.normal(0.0, OUT_OF_CLASS_SCALE, size=(n_ctx, vocab**k, vocab))
 
     # expert logits = <theta, phi> lifted to memory k, plus eps times the out-of-class table
-    linear_logits = (learner_class.row_features() @ theta)  # (C, T_m, V^m, V)
+    linear_logits = learner_class.logits(theta)  # (C, T_m, V^m, V)
     positions = min(k + 1, horizon)
     lifted = linear_logits[:, np.minimum(np.arange(positions), learner_class.num_positions - 1)]
     lifted = lifted[:, :, np.arange(vocab**k) % vocab**m]

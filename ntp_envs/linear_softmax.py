@@ -58,34 +58,56 @@ class LinearSoftmaxClass:
     def num_states(self) -> int:
         return self.vocab_size**self.memory
 
-    def context_features(self) -> FloatArray:
-        """``z[c, t, s]`` of shape ``(C, T, S, C + m V)``."""
-        n_ctx, vocab, mem = self.num_contexts, self.vocab_size, self.memory
-        z = np.zeros((n_ctx, self.num_positions, self.num_states, n_ctx + mem * vocab))
-        z[np.arange(n_ctx), :, :, np.arange(n_ctx)] = 1.0
-        states = np.arange(self.num_states)
-        for t in range(self.num_positions):
-            for j in range(1, min(t, mem) + 1):
-                digit = (states // vocab ** (j - 1)) % vocab
-                z[:, t, states, n_ctx + (j - 1) * vocab + digit] = 1.0
-        return z
+    @property
+    def num_inputs(self) -> int:
+        """Length ``C + m V`` of the multi-hot input ``z``."""
+        return self.num_contexts + self.memory * self.vocab_size
 
-    def row_features(self) -> FloatArray:
-        """``phi[c, t, s, a]`` of shape ``(C, T, S, V, dim)``."""
-        z = self.context_features()
-        vocab = self.vocab_size
-        full = np.zeros((*z.shape[:3], vocab, z.shape[3] * vocab))
-        for a in range(vocab):
-            full[..., a, a::vocab] = z
-        return full if self.projection is None else full @ self.projection.T
-
-    def tables(self, theta: FloatArray) -> FiniteStateTables:
-        """Finite-state tables of ``pi_theta``."""
+    def weight_matrix(self, theta: FloatArray) -> FloatArray:
+        """``W`` of shape ``(C + m V, V)`` with ``<theta, phi(., a)> = z . W[:, a]``."""
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.dim,):
             raise ValueError(f"theta must have shape ({self.dim},), got {theta.shape}")
-        logits = self.row_features() @ theta
-        return FiniteStateTables(log_softmax(logits, axis=-1), self.memory, self.horizon)
+        full = theta if self.projection is None else self.projection.T @ theta
+        return full.reshape(self.num_inputs, self.vocab_size)
+
+    def active_inputs(self, context: IntArray, position: IntArray, state: IntArray) -> IntArray:
+        """Indices of the nonzero entries of ``z`` for rows ``(c, t, s)``; ``-1`` pads.
+
+        Shape ``(R, 1 + m)``: the context index, then lag ``j``'s one-hot index when
+        ``j <= t`` (the lag exists), else ``-1``.
+        """
+        context = np.asarray(context, dtype=np.int64)
+        position = np.asarray(position, dtype=np.int64)
+        state = np.asarray(state, dtype=np.int64)
+        vocab, n_ctx = self.vocab_size, self.num_contexts
+        out = np.full((context.shape[0], 1 + self.memory), -1, dtype=np.int64)
+        out[:, 0] = context
+        for j in range(1, self.memory + 1):
+            digit = (state // vocab ** (j - 1)) % vocab
+            out[:, j] = np.where(position >= j, n_ctx + (j - 1) * vocab + digit, -1)
+        return out
+
+    def all_rows(self) -> tuple[IntArray, IntArray, IntArray]:
+        """Every table row ``(c, t, s)``, flattened in ``(C, T, S)`` order."""
+        c, t, s = np.meshgrid(
+            np.arange(self.num_contexts), np.arange(self.num_positions),
+            np.arange(self.num_states), indexing="ij",
+        )
+        return c.ravel(), t.ravel(), s.ravel()
+
+    def logits(self, theta: FloatArray) -> FloatArray:
+        """``<theta, phi(c, t, s, a)>`` for every row: shape ``(C, T, S, V)``."""
+        weights = self.weight_matrix(theta)
+        active = self.active_inputs(*self.all_rows())
+        padded = np.vstack([weights, np.zeros((1, self.vocab_size))])  # index -1 -> zeros
+        out = padded[active].sum(axis=1)
+        return out.reshape(self.num_contexts, self.num_positions, self.num_states, self.vocab_size)
+
+    def tables(self, theta: FloatArray) -> FiniteStateTables:
+        """Finite-state tables of ``pi_theta``."""
+        logp = log_softmax(self.logits(theta), axis=-1)
+        return FiniteStateTables(logp, self.memory, self.horizon)
 
     def model(self, theta: FloatArray) -> FiniteStateModel:
         """``pi_theta`` as a sequence model."""

@@ -1,0 +1,117 @@
+"""The agent interface: fit from demonstrations (or the exact expert law) -> a policy."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ntp_envs.archive import load_archive, save_archive
+from ntp_envs.sequence_model import SequenceModel
+from ntp_envs.task import SequenceTask
+from ntp_envs.type_aliases import IntArray
+
+if TYPE_CHECKING:
+    from experts.demonstrations import Demonstrations
+
+
+class FittedPolicy(SequenceModel):
+    """A fitted policy: a sequence model that knows its task and can be saved without pickle.
+
+    Subclasses set ``kind`` and implement :meth:`arrays` and :meth:`from_arrays`.
+    """
+
+    kind: str = ""
+
+    def __init__(self, task: SequenceTask, info: dict[str, Any] | None = None) -> None:
+        self.task = task
+        self.vocab_size = task.vocab_size
+        self.horizon = task.horizon
+        self.info: dict[str, Any] = dict(info or {})
+
+    @abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The numeric state to save."""
+
+    @classmethod
+    @abstractmethod
+    def from_arrays(
+        cls, task: SequenceTask, arrays: dict[str, np.ndarray], info: dict[str, Any]
+    ) -> FittedPolicy:
+        """Rebuild from :meth:`arrays` (validate shapes; ValueError when they do not fit)."""
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a ``.npz`` archive (arrays + JSON metadata; loads with ``allow_pickle=False``)."""
+        meta = {
+            "format": "ntp-gym-policy/1",
+            "kind": self.kind,
+            "env_id": self.task.env_id,
+            "env_kwargs": self.task.params,
+            "info": self.info,
+        }
+        return save_archive(path, self.arrays(), meta)
+
+
+_POLICY_KINDS: dict[str, type[FittedPolicy]] = {}
+
+
+def register_policy_kind(cls: type[FittedPolicy]) -> type[FittedPolicy]:
+    """Class decorator: make ``cls`` loadable by :func:`load_policy`."""
+    _POLICY_KINDS[cls.kind] = cls
+    return cls
+
+
+def load_policy(path: str | os.PathLike[str]) -> FittedPolicy:
+    """Load a policy saved by :meth:`FittedPolicy.save` (never unpickles)."""
+    from ntp_envs import make_task
+
+    arrays, meta = load_archive(path)
+    if meta.get("format") != "ntp-gym-policy/1":
+        raise ValueError(f"{path} is not an ntp-gym policy archive")
+    kind = meta.get("kind")
+    if kind not in _POLICY_KINDS:
+        raise ValueError(f"{path}: unknown policy kind {kind!r}; known: {sorted(_POLICY_KINDS)}")
+    env_kwargs = meta.get("env_kwargs")
+    if not isinstance(env_kwargs, dict) or not isinstance(meta.get("env_id"), str):
+        raise ValueError(f"{path}: corrupt metadata (env_id/env_kwargs)")
+    task = make_task(meta["env_id"], **env_kwargs)
+    return _POLICY_KINDS[kind].from_arrays(task, arrays, dict(meta.get("info") or {}))
+
+
+class Agent(ABC):
+    """A learner: ``fit(task, demonstrations)`` returns a :class:`FittedPolicy`.
+
+    ``demonstrations=None`` asks for a population fit on the exact expert law (infinite
+    data); agents raise ValueError where the task makes that impossible.
+    """
+
+    name: str = ""
+
+    @abstractmethod
+    def fit(
+        self,
+        task: SequenceTask,
+        demonstrations: Demonstrations | None,
+        rng: np.random.Generator | None = None,
+    ) -> FittedPolicy:
+        """Fit to ``demonstrations`` (or the expert law when None)."""
+
+
+def demonstration_arrays(
+    task: SequenceTask, demonstrations: Demonstrations
+) -> tuple[IntArray, IntArray]:
+    """``(prompts, tokens)`` of a demonstration set, checked against ``task``."""
+    prompts = np.asarray(demonstrations.prompts)
+    tokens = np.asarray(demonstrations.tokens)
+    if tokens.ndim != 2 or tokens.shape[1] != task.horizon:
+        raise ValueError(
+            f"demonstrations.tokens must have shape (n, {task.horizon}), got {tokens.shape}"
+        )
+    if tokens.shape[0] < 1:
+        raise ValueError("demonstrations must hold at least one sequence")
+    if tokens.min() < 0 or tokens.max() >= task.vocab_size:
+        raise ValueError(f"demonstrations.tokens must lie in [0, {task.vocab_size - 1}]")
+    return prompts, tokens
