@@ -58,9 +58,14 @@ def fit_linear_softmax(
 
 @dataclass
 class LogLossBC(Agent):
-    """Next-token prediction (maximum likelihood) over the task's learner class."""
+    """Next-token prediction (maximum likelihood) over the task's learner class.
 
-    l2: float = 1e-8
+    ``l2`` (per token, on the normalised log loss) defaults to 0 for population fits, where
+    the maximum-likelihood parameter exists, and to ``1e-8`` for sample fits, where a token
+    never seen after some context would otherwise send ``theta`` to infinity.
+    """
+
+    l2: float | None = None
     name: str = "logloss"
 
     def fit(
@@ -70,5 +75,6 @@ class LogLossBC(Agent):
         rng: np.random.Generator | None = None,
     ) -> LinearSoftmaxPolicy:
         counts = target_counts(task, demonstrations)
-        theta, info = fit_linear_softmax(linear_class(task), counts, self.l2)
+        l2 = self.l2 if self.l2 is not None else (0.0 if demonstrations is None else 1e-8)
+        theta, info = fit_linear_softmax(linear_class(task), counts, l2)
         return LinearSoftmaxPolicy(task, theta, {"agent": self.name, **info})
