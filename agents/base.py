@@ -68,7 +68,7 @@ def load_policy(path: str | os.PathLike[str]) -> FittedPolicy:
     """Load a policy saved by :meth:`FittedPolicy.save` (never unpickles)."""
     from ntp_envs import make_task
 
-    arrays, meta = load_archive(path)
+    arrays, meta = load_archive(path, "ntp-gym policy")
     if meta.get("format") != "ntp-gym-policy/1":
         raise ValueError(f"{path} is not an ntp-gym policy archive")
     kind = meta.get("kind")

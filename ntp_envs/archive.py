@@ -1,27 +1,41 @@
-"""Pickle-free archives: numeric arrays plus JSON metadata in one ``.npz`` file."""
+"""Pickle-free archives: numeric arrays plus JSON metadata in one ``.npz`` file.
+
+Used for every file the suite saves (demonstrations, fitted policies). Writes are atomic
+(temp file, fsync, rename), so a failure leaves the target untouched; reads never unpickle
+(``allow_pickle=False``) and turn any corruption into a ValueError.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-META_KEY = "__meta_json__"
+META_KEY = "metadata"
+CORRUPT_FILE_ERRORS = (ValueError, OSError, EOFError, KeyError, RuntimeError,
+                       NotImplementedError, SyntaxError, OverflowError, struct.error,
+                       zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
 
 
 def save_archive(
-    path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    path: str | os.PathLike[str],
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    *,
+    compress: bool = False,
 ) -> Path:
-    """Write ``arrays`` and JSON ``meta`` atomically (a failed write leaves ``path`` untouched)."""
+    """Write ``arrays`` and JSON ``meta`` atomically to ``path`` (used as given)."""
     path = Path(path)
     for name, value in arrays.items():
-        if name == META_KEY or np.asarray(value).dtype.kind not in "biuf":
-            dtype = np.asarray(value).dtype
+        dtype = np.asarray(value).dtype
+        if name == META_KEY or dtype.kind not in "biuf":
             raise ValueError(f"array {name!r} must be a numeric array, got dtype {dtype}")
     payload = {name: np.asarray(value) for name, value in arrays.items()}
     payload[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
@@ -29,7 +43,9 @@ def save_archive(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
+            (np.savez_compressed if compress else np.savez)(handle, **payload)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -37,23 +53,38 @@ def save_archive(
     return path
 
 
-def load_archive(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read an archive written by :func:`save_archive`; ValueError if it is corrupt or foreign."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no archive at {path}")
+def load_archive(
+    path: str | os.PathLike[str], what: str = "ntp-gym archive"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and metadata of an archive; ValueError naming ``what`` if corrupt or foreign."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with data:
+            if META_KEY not in data.files:
+                raise ValueError("no metadata")
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as err:
-        raise ValueError(f"{path} is not a readable ntp-gym archive: {err}") from None
-    raw = arrays.pop(META_KEY, None)
-    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ValueError(f"{path} is not an ntp-gym archive (no metadata)")
-    try:
-        meta = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} has corrupt metadata: {err}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} has corrupt metadata: expected a JSON object")
+        meta = _read_metadata(arrays.pop(META_KEY))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except CORRUPT_FILE_ERRORS as err:
+        raise ValueError(f"{os.fspath(path)} is not a valid {what}: {err}") from None
     return arrays, meta
+
+
+def _read_metadata(raw: np.ndarray) -> dict[str, Any]:
+    """The metadata dict from a uint8 array of UTF-8 JSON (or a 0-d unicode array)."""
+    if raw.dtype.kind == "U" and raw.ndim == 0:
+        text = str(raw.item())
+    elif raw.dtype == np.uint8 and raw.ndim == 1:
+        text = raw.tobytes().decode("utf-8")
+    else:
+        raise ValueError(f"metadata must be a 0-d string or uint8 array, got {raw.dtype}")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"metadata is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError("metadata must be a JSON object")
+    return meta

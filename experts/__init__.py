@@ -1,0 +1,12 @@
+"""Experts as policies, and expert demonstrations (batched collection, storage, imitation)."""
+
+from experts.demonstrations import Demonstrations, collect_demonstrations
+from experts.policy import ExpertPolicy, ImitationExpert, make_imitation_expert
+
+__all__ = [
+    "Demonstrations",
+    "ExpertPolicy",
+    "ImitationExpert",
+    "collect_demonstrations",
+    "make_imitation_expert",
+]

@@ -1,0 +1,208 @@
+"""Expert demonstrations: batched collection, imitation conversion, and ``.npz`` storage."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from imitation.data import rollout as imitation_rollout
+from imitation.data.types import TrajectoryWithRew, Transitions
+
+from ntp_envs import make_task
+from ntp_envs.archive import load_archive, save_archive
+from ntp_envs.base import encode_observations
+from ntp_envs.task import SequenceTask
+from ntp_envs.type_aliases import FloatArray, IntArray
+from ntp_envs.validation import check_int
+
+FORMAT = "ntp-gym/demonstrations"
+FORMAT_VERSION = 1
+ARRAY_FIELDS = ("prompts", "tokens", "expert_logprobs")
+CHUNK_ROWS = 16384
+# what numpy/zipfile raise on damaged archives (ValueError covers pickle and header errors)
+def _frozen(name: str, value: Any, kind: str) -> np.ndarray:
+    """``value`` as a read-only 2-D int64/float64 array; ValueError naming ``name`` otherwise."""
+    arr = np.asarray(value)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {arr.shape}")
+    if kind == "int":
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64, copy=False)
+    else:
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64, copy=False)
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with numpy scalars/arrays turned into plain Python values."""
+    try:
+        return json.loads(json.dumps(params, default=_to_builtin, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"task params must be JSON-serialisable: {err}") from None
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare fields explicitly
+class Demonstrations:
+    """``n`` expert sequences of one env: prompts ``(n, L)``, tokens and log-probs ``(n, H)``.
+
+    ``expert_logprobs[i, h] = log pi*(tokens[i, h] | prompts[i], tokens[i, :h])``; the env is
+    ``gymnasium.make(env_id, **env_kwargs)`` and tokens lie in ``[0, vocab_size)``.
+    """
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    prompts: IntArray
+    tokens: IntArray
+    expert_logprobs: FloatArray
+    vocab_size: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.env_id, str) or not self.env_id:
+            raise ValueError(f"env_id must be a non-empty string, got {self.env_id!r}")
+        if not isinstance(self.env_kwargs, dict) or not all(
+            isinstance(k, str) for k in self.env_kwargs
+        ):
+            raise ValueError(f"env_kwargs must be a dict with str keys, got {self.env_kwargs!r}")
+        try:
+            kwargs = json.loads(json.dumps(self.env_kwargs, allow_nan=False))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"env_kwargs must be JSON-serialisable: {err}") from None
+        vocab = check_int("vocab_size", self.vocab_size, 1)
+        prompts = _frozen("prompts", self.prompts, "int")
+        tokens = _frozen("tokens", self.tokens, "int")
+        logp = _frozen("expert_logprobs", self.expert_logprobs, "float")
+        n = prompts.shape[0]
+        if n < 1:
+            raise ValueError(f"prompts must hold n >= 1 rows, got shape {prompts.shape}")
+        if tokens.shape[0] != n or tokens.shape[1] < 1:
+            raise ValueError(f"tokens must have shape ({n}, H >= 1), got {tokens.shape}")
+        if logp.shape != tokens.shape:
+            raise ValueError(
+                f"expert_logprobs must have the shape of tokens {tokens.shape}, got {logp.shape}"
+            )
+        if tokens.min() < 0 or tokens.max() >= vocab:
+            raise ValueError(
+                f"tokens must lie in [0, {vocab - 1}] (vocab_size {vocab}), "
+                f"got values in [{tokens.min()}, {tokens.max()}]"
+            )
+        if np.isnan(logp).any() or logp.max() > 1e-9:
+            raise ValueError("expert_logprobs must be log-probabilities (<= 0, no NaN)")
+        for name, value in [("env_kwargs", kwargs), ("vocab_size", vocab), ("prompts", prompts),
+                            ("tokens", tokens), ("expert_logprobs", logp)]:
+            object.__setattr__(self, name, value)
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def __len__(self) -> int:
+        return self.num_sequences
+
+    def task(self) -> SequenceTask:
+        """The task these demonstrations come from (rebuilt from ``env_id``/``env_kwargs``)."""
+        task = getattr(self, "_task", None) or make_task(self.env_id, **self.env_kwargs)
+        if (task.horizon, task.vocab_size, task.prompts.prompt_length) != (
+            self.horizon, self.vocab_size, self.prompts.shape[1]
+        ):
+            raise ValueError(
+                f"task {self.env_id} (H={task.horizon}, V={task.vocab_size}, "
+                f"L={task.prompts.prompt_length}) does not match the demonstrations "
+                f"(H={self.horizon}, V={self.vocab_size}, L={self.prompts.shape[1]})"
+            )
+        object.__setattr__(self, "_task", task)
+        return task
+
+    def sequence_logprobs(self) -> FloatArray:
+        """Expert sequence log-likelihoods ``(n,)`` (prompt law excluded)."""
+        return self.expert_logprobs.sum(axis=1)
+
+    def observations(self, task: SequenceTask | None = None) -> IntArray:
+        """Env observations ``(n, H + 1, D)`` before each token and after the last one."""
+        task = self.task() if task is None else task
+        return np.stack(
+            [encode_observations(task, self.prompts, self.tokens[:, :h])
+             for h in range(self.horizon + 1)],
+            axis=1,
+        )
+
+    def to_trajectories(self, task: SequenceTask | None = None) -> list[TrajectoryWithRew]:
+        """One imitation trajectory per sequence: rewards are the expert token log-probs."""
+        obs = self.observations(task)
+        return [
+            TrajectoryWithRew(obs=obs[i], acts=self.tokens[i].copy(), infos=None, terminal=True,
+                              rews=self.expert_logprobs[i].copy())
+            for i in range(self.num_sequences)
+        ]
+
+    def to_transitions(self, task: SequenceTask | None = None) -> Transitions:
+        """All ``n * H`` (obs, act, next_obs, done) transitions, as imitation flattens them."""
+        return imitation_rollout.flatten_trajectories(self.to_trajectories(task))
+
+    def save(self, path: str | os.PathLike[str], *, compress: bool = False) -> None:
+        """Write one ``.npz`` (arrays + JSON metadata) atomically to ``path`` (used as given)."""
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "vocab_size": self.vocab_size,
+        }
+        arrays = {name: getattr(self, name) for name in ARRAY_FIELDS}
+        save_archive(path, arrays, meta, compress=compress)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Demonstrations:
+        """Read a file written by :meth:`save`; ValueError if it is not a valid one."""
+        what = "demonstrations file"
+        arrays, meta = load_archive(path, what)
+        problem = None
+        if meta.get("format") != FORMAT:
+            problem = f"metadata format must be {FORMAT!r}"
+        elif meta.get("version") != FORMAT_VERSION:
+            problem = f"metadata version must be {FORMAT_VERSION}, got {meta.get('version')!r}"
+        elif {"env_id", "env_kwargs", "vocab_size"} - set(meta):
+            problem = f"metadata lacks {sorted({'env_id', 'env_kwargs', 'vocab_size'} - set(meta))}"
+        elif set(ARRAY_FIELDS) - set(arrays):
+            problem = f"missing entries {sorted(set(ARRAY_FIELDS) - set(arrays))}"
+        if problem:
+            raise ValueError(f"{os.fspath(path)} is not a valid {what}: {problem}")
+        return cls(env_id=meta["env_id"], env_kwargs=meta["env_kwargs"],
+                   vocab_size=meta["vocab_size"], **{k: arrays[k] for k in ARRAY_FIELDS})
+
+
+def collect_demonstrations(
+    task: SequenceTask, n: int, seed: int | np.random.Generator
+) -> Demonstrations:
+    """``n`` expert sequences with their token log-probs, sampled in one batch (no env)."""
+    n = check_int("n", n, 1)
+    rng = np.random.default_rng(seed)
+    prompts = np.empty((n, task.prompts.prompt_length), dtype=np.int64)
+    tokens = np.empty((n, task.horizon), dtype=np.int64)
+    logp = np.empty((n, task.horizon), dtype=np.float64)
+    for start in range(0, n, CHUNK_ROWS):  # chunks keep the working set in cache
+        rows = slice(start, min(start + CHUNK_ROWS, n))
+        prompts[rows], tokens[rows] = task.sample_demonstrations(rows.stop - start, rng)
+        logp[rows] = task.expert.token_logprobs(prompts[rows], tokens[rows])
+    demos = Demonstrations(env_id=task.env_id, env_kwargs=_jsonable(task.params),
+                           prompts=prompts, tokens=tokens, expert_logprobs=logp,
+                           vocab_size=task.vocab_size)
+    object.__setattr__(demos, "_task", task)  # cache: to_trajectories needs no rebuild
+    return demos

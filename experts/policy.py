@@ -1,0 +1,118 @@
+"""The task's expert as a policy on env observations (SB3 ``predict`` and imitation flavours)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from imitation.policies.base import NonTrainablePolicy
+from stable_baselines3.common.vec_env import VecEnv
+
+from ntp_envs.base import decode_observations
+from ntp_envs.sequence_model import sample_categorical
+from ntp_envs.task import SequenceTask
+from ntp_envs.type_aliases import FloatArray, IntArray
+
+
+class ExpertPolicy:
+    """Samples the next token from ``task.expert`` given observations of the task's env.
+
+    ``predict`` follows Stable-Baselines3: a single observation ``(D,)`` gives an action of
+    shape ``()``, a batch ``(B, D)`` gives ``(B,)``; ``deterministic=True`` takes the argmax.
+    """
+
+    def __init__(self, task: SequenceTask, seed: int | np.random.Generator | None = None) -> None:
+        self.task = task
+        self.rng = np.random.default_rng(seed)
+
+    def seed(self, seed: int | np.random.Generator | None) -> None:
+        """Reset the sampling generator."""
+        self.rng = np.random.default_rng(seed)
+
+    def action_logprobs(self, observation: IntArray) -> FloatArray:
+        """Expert next-token log-probabilities ``(B, V)`` (a single observation gives B = 1)."""
+        prompts, positions, padded = decode_observations(self.task, observation)
+        horizon, vocab = self.task.horizon, self.task.vocab_size
+        bad = (positions < 0) | (positions >= horizon)
+        if bad.any():
+            raise ValueError(
+                f"observation position must lie in [0, {horizon - 1}] (no next token at the "
+                f"end of an episode), got {np.unique(positions[bad]).tolist()}"
+            )
+        out = np.empty((len(positions), vocab), dtype=np.float64)
+        for h in np.unique(positions):
+            rows = np.flatnonzero(positions == h)
+            out[rows] = self.task.expert.next_token_logprobs(prompts[rows], padded[rows, :h])
+        return out
+
+    def predict(
+        self,
+        observation: IntArray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[IntArray, tuple[np.ndarray, ...] | None]:
+        """``(actions, state)`` as in SB3; the expert is stateless so ``state`` is passed on."""
+        obs = np.asarray(observation)
+        if obs.ndim not in (1, 2):
+            raise ValueError(f"observation must have shape (D,) or (B, D), got {obs.shape}")
+        logp = self.action_logprobs(obs)
+        if deterministic:
+            actions = logp.argmax(axis=1).astype(np.int64)
+        else:
+            actions = sample_categorical(logp, self.rng)
+        return (actions[0] if obs.ndim == 1 else actions), state
+
+
+class ImitationExpert(NonTrainablePolicy):
+    """The expert as an SB3 ``BasePolicy`` (for imitation's ``rollout`` and DAgger).
+
+    ``_predict`` is batched over the observations and honours ``deterministic``;
+    ``_choose_action`` is the single-observation form imitation's base class defines.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        task: SequenceTask,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        super().__init__(observation_space=observation_space, action_space=action_space)
+        self.expert = ExpertPolicy(task, seed)
+
+    @property
+    def task(self) -> SequenceTask:
+        return self.expert.task
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> th.Tensor:
+        if isinstance(observation, dict):
+            raise ValueError("observation must be an array, not a dict")
+        obs = observation.detach().cpu().numpy()
+        obs = obs.reshape(-1, obs.shape[-1])
+        actions, _ = self.expert.predict(obs, deterministic=deterministic)
+        return th.as_tensor(actions, device=self.device)
+
+    def _choose_action(self, obs: Any) -> np.ndarray:
+        return self.expert.predict(np.asarray(obs))[0]
+
+
+def make_imitation_expert(
+    venv_or_env: VecEnv | gym.Env,
+    task: SequenceTask,
+    seed: int | np.random.Generator | None = None,
+) -> ImitationExpert:
+    """An :class:`ImitationExpert` with the spaces of ``venv_or_env``."""
+    obs_space, act_space = venv_or_env.observation_space, venv_or_env.action_space
+    if not isinstance(act_space, gym.spaces.Discrete) or int(act_space.n) != task.vocab_size:
+        raise ValueError(
+            f"venv_or_env action space must be Discrete({task.vocab_size}), got {act_space}"
+        )
+    expected = obs_space.shape[-1] if obs_space.shape else None
+    if expected != task.prompts.prompt_length + 1 + task.horizon:
+        raise ValueError(
+            f"venv_or_env observation space {obs_space} does not match the task's encoding"
+        )
+    return ImitationExpert(obs_space, act_space, task, seed)

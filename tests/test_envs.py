@@ -1,0 +1,177 @@
+"""Every registered env against Gymnasium/SB3 checks and common misuse; ARLinear specifics."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import ntp_envs
+from ntp_envs import make_task
+
+ENV_IDS = ntp_envs.registered_env_ids()
+AR_LINEAR = "ntp_envs/ARLinear-v0"
+
+
+def _episode(env: gym.Env, seed: int, action_seed: int) -> tuple[list, list]:
+    """Observations and rewards of one episode with actions drawn from ``action_seed``."""
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(action_seed)
+    observations, rewards = [obs.copy()], []
+    terminated = False
+    while not terminated:
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        observations.append(obs.copy())
+        rewards.append(reward)
+    return observations, rewards
+
+
+def test_registry_is_not_empty() -> None:
+    assert AR_LINEAR in ENV_IDS
+    for env_id in ENV_IDS:
+        assert env_id in gym.registry
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_gymnasium_check_env(env_id: str) -> None:
+    env = gym.make(env_id)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_sb3_check_env(env_id: str) -> None:
+    sb3_check_env(gym.make(env_id), warn=True)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_seeding_reproduces_and_varies(env_id: str) -> None:
+    env = gym.make(env_id)
+    obs_a, rew_a = _episode(env, seed=3, action_seed=7)
+    obs_b, rew_b = _episode(env, seed=3, action_seed=7)
+    assert len(obs_a) == len(obs_b)
+    for x, y in zip(obs_a, obs_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert rew_a == rew_b
+    first_obs = {tuple(_episode(env, seed=s, action_seed=7)[0][0]) for s in range(12)}
+    assert len(first_obs) > 1, "different reset seeds always gave the same prompt"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_episode_contract(env_id: str) -> None:
+    env = gym.make(env_id)
+    horizon = env.unwrapped.task.horizon
+    obs, info = env.reset(seed=0)
+    assert obs in env.observation_space
+    assert isinstance(info, dict)
+    env.action_space.seed(0)
+    steps, terminated = 0, False
+    while not terminated:
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        steps += 1
+        assert obs in env.observation_space
+        assert type(reward) is float and np.isfinite(reward)
+        assert type(terminated) is bool and type(truncated) is bool
+        assert not truncated
+        assert terminated == (steps == horizon)
+        assert steps <= horizon
+    assert steps == horizon
+    with pytest.raises(RuntimeError):
+        env.unwrapped.step(0)
+    env.reset(seed=1)  # a new episode after the end works
+    env.step(0)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_step_before_reset_raises(env_id: str) -> None:
+    env = gym.make(env_id).unwrapped
+    with pytest.raises(RuntimeError):
+        env.step(0)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize(
+    "action",
+    ["vocab", -1, 0.0, np.float64(1.0), np.array([0, 1]), np.zeros((1, 1), dtype=np.int64),
+     True, "0"],
+    ids=["too-large", "negative", "float", "np-float", "shape-2", "shape-1x1", "bool", "str"],
+)
+def test_invalid_action_raises(env_id: str, action: object) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    if isinstance(action, str) and action == "vocab":
+        action = env.action_space.n
+    with pytest.raises(ValueError, match="action"):
+        env.step(action)
+    env.step(0)  # the episode is still usable
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_valid_action_forms(env_id: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    for action in (0, np.int64(1), np.array(0), np.array([1])):
+        env.step(action)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"horizon": 0}, "horizon"),
+        ({"vocab_size": 1}, "vocab_size"),
+        ({"learner_memory": -1}, "learner_memory"),
+        ({"learner_memory": 2, "expert_memory": 1}, "expert_memory"),
+        ({"misspecification": -0.1}, "misspecification"),
+        ({"misspecification": 1.5}, "misspecification"),
+        ({"misspecification": float("nan")}, "misspecification"),
+        ({"num_contexts": 0}, "num_contexts"),
+        ({"feature_dim": 0}, "feature_dim"),
+        ({"horizon": 2.5}, "horizon"),
+        ({"context_probs": [0.5, 0.5]}, "context_probs"),
+        ({"foo": 1}, "foo"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, str) else None,
+)
+def test_ar_linear_bad_arguments(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        gym.make(AR_LINEAR, **kwargs)
+
+
+@pytest.mark.parametrize("feature_dim", [None, 3])
+@pytest.mark.parametrize(("learner_memory", "expert_memory", "horizon"), [(1, 3, 16), (2, 2, 2)])
+def test_ar_linear_well_specified_at_zero(
+    feature_dim: int | None, learner_memory: int, expert_memory: int, horizon: int
+) -> None:
+    task = make_task(AR_LINEAR, misspecification=0.0, feature_dim=feature_dim, horizon=horizon,
+                     learner_memory=learner_memory, expert_memory=expert_memory, task_seed=5)
+    expert = task.expert.finite_state()
+    assert task.well_specified_theta is not None
+    learner = task.learner_class.tables(task.well_specified_theta)
+    lifted = learner.lift(expert.memory, expert.num_positions)
+    assert lifted.logp.shape == expert.logp.shape
+    np.testing.assert_allclose(lifted.logp, expert.logp, rtol=0, atol=1e-12)
+    # the same holds for sampled sequences scored through the SequenceModel interface
+    rng = np.random.default_rng(0)
+    prompts, tokens = task.sample_demonstrations(50, rng)
+    np.testing.assert_allclose(
+        task.learner_class.model(task.well_specified_theta).token_logprobs(prompts, tokens),
+        task.expert.token_logprobs(prompts, tokens), rtol=0, atol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("feature_dim", [None, 3])
+def test_ar_linear_misspecified_differs(feature_dim: int | None) -> None:
+    task = make_task(AR_LINEAR, misspecification=0.5, feature_dim=feature_dim, horizon=16)
+    assert task.well_specified_theta is None
+    expert = task.expert.finite_state()
+    learner = task.learner_class.tables(task.extras["linear_theta"])
+    lifted = learner.lift(expert.memory, expert.num_positions)
+    assert np.abs(lifted.logp - expert.logp).max() > 1e-3
+
+
+def test_ar_linear_task_is_a_function_of_task_seed() -> None:
+    a, b = make_task(AR_LINEAR, task_seed=1), make_task(AR_LINEAR, task_seed=1)
+    c = make_task(AR_LINEAR, task_seed=2)
+    np.testing.assert_array_equal(a.expert.finite_state().logp, b.expert.finite_state().logp)
+    assert not np.allclose(a.expert.finite_state().logp, c.expert.finite_state().logp)
