@@ -15,7 +15,7 @@ from ntp_envs.validation import check_float, check_int, reject_unknown
 
 ENV_ID = "ntp_envs/ARLinear-v0"
 MAX_EXPERT_STATES = 2**16
-OUT_OF_CLASS_SCALE = 2.0
+OUT_OF_CLASS_SCALE = 1.0
 
 DEFAULTS: dict[str, Any] = {
     "horizon": 64,
@@ -104,7 +104,7 @@ class ARLinearEnv(SequenceEnv):
 
     ``<theta*, phi(x, a_{<h}, a)> + misspecification * g(x, a_{h-1..h-expert_memory}, a)``,
 
-    ``theta* ~ N(0, I)`` and ``g ~ N(0, 2^2)`` i.i.d. per (context, expert window, token),
+    ``theta* ~ N(0, I)`` and ``g ~ N(0, 1)`` i.i.d. per (context, expert window, token),
     both drawn from ``task_seed``. ``g`` uses older tokens and lag interactions that
     ``phi`` cannot express. At ``misspecification = 0`` the expert *is* ``pi_{theta*}``
     (``task.well_specified_theta``).

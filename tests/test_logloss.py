@@ -114,7 +114,7 @@ def test_save_load_round_trip_and_tampering(tmp_path) -> None:
     with pytest.raises(ValueError, match="metadata"):
         load_policy(tampered)
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a valid ntp-gym policy"):
         load_policy(tmp_path / "junk.npz")
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(path.read_bytes()[:100])

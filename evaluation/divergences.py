@@ -1,0 +1,193 @@
+"""``divergence(expert, learner, prompts)``: D_H^2, KL and TV between two sequence laws.
+
+The laws are ``P = mu x expert`` and ``Q = mu x learner`` with a shared prompt law ``mu``.
+Methods are tried in the order of :data:`METHODS`; each says whether it applies (and why
+not) and computes a :class:`DivergenceResult`. To add one (e.g. ``"stats"``, sufficient
+statistics for exchangeable laws), write a :class:`Method` and insert it into ``METHODS``
+at its place in the ``"auto"`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.enumeration import MAX_SEQUENCES, enumerate_divergences
+from evaluation.finite_state_dp import finite_state_divergences
+from evaluation.monte_carlo import monte_carlo_divergences
+from ntp_envs.sequence_model import (
+    FinitePrompts,
+    FiniteStateTables,
+    PromptDistribution,
+    SequenceModel,
+)
+
+__all__ = ["METHODS", "DivergenceResult", "Method", "divergence"]
+
+MAX_AUTO_ENUMERATE = 4096
+"""``"auto"`` enumerates when ``V**H`` is at most this (it then also gives TV)."""
+
+MAX_DP_STATES = 4096
+"""Largest window-state count ``V**k`` the finite-state DP accepts."""
+
+
+@dataclass(frozen=True)
+class DivergenceResult:
+    """Divergences of ``Q`` from ``P``; ``None`` where not computable, stderr 0.0 when exact."""
+
+    hellinger2: float
+    hellinger2_stderr: float
+    kl: float | None
+    kl_stderr: float | None
+    tv: float | None
+    tv_stderr: float | None
+    method: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One request: the two models, the prompt law and the Monte Carlo settings."""
+
+    expert: SequenceModel
+    learner: SequenceModel
+    prompts: PromptDistribution
+    n_samples: int
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class Method:
+    """``unavailable(problem, auto)`` is why the method cannot (or, in auto, should not) run,
+    or ``None``; ``run(problem)`` computes the result."""
+
+    name: str
+    unavailable: Callable[[Problem, bool], str | None]
+    run: Callable[[Problem], DivergenceResult]
+
+
+# ------------------------------------------------------------------------- enumeration
+
+
+def _enumerate_unavailable(problem: Problem, auto: bool) -> str | None:
+    if not isinstance(problem.prompts, FinitePrompts):
+        return "enumeration needs a FinitePrompts prompt law"
+    limit = MAX_AUTO_ENUMERATE if auto else MAX_SEQUENCES
+    vocab, horizon = problem.expert.vocab_size, problem.expert.horizon
+    if vocab**horizon > limit:
+        return f"enumeration needs V**H <= {limit}, got {vocab}**{horizon}"
+    return None
+
+
+def _enumerate_run(problem: Problem) -> DivergenceResult:
+    assert isinstance(problem.prompts, FinitePrompts)
+    exact = enumerate_divergences(problem.expert, problem.learner, problem.prompts)
+    return DivergenceResult(exact.hellinger2, 0.0, exact.kl, 0.0, exact.tv, 0.0, "enumerate")
+
+
+# --------------------------------------------------------------------- finite-state DP
+
+
+def _aligned_tables(model: SequenceModel, prompts: FinitePrompts) -> FiniteStateTables | str:
+    """The model's tables with contexts in the order of ``prompts``, or why there are none."""
+    tables = model.finite_state()
+    if tables is None:
+        return f"{type(model).__name__} exposes no finite_state()"
+    own = getattr(model, "prompts", None)
+    if isinstance(own, FinitePrompts) and own.num_contexts == tables.num_contexts:
+        try:
+            index = own.index_of(prompts.contexts)
+        except ValueError as err:
+            return f"{type(model).__name__} does not cover the prompt law: {err}"
+        if np.array_equal(index, np.arange(tables.num_contexts)):
+            return tables
+        return FiniteStateTables(tables.logp[index], tables.memory, tables.horizon)
+    if tables.num_contexts != prompts.num_contexts:
+        return (f"{type(model).__name__} has tables for {tables.num_contexts} contexts, "
+                f"the prompt law has {prompts.num_contexts}")
+    return tables
+
+
+def _dp_tables(problem: Problem) -> tuple[FiniteStateTables, FiniteStateTables] | str:
+    if not isinstance(problem.prompts, FinitePrompts):
+        return "the finite-state DP needs a FinitePrompts prompt law"
+    expert = _aligned_tables(problem.expert, problem.prompts)
+    if isinstance(expert, str):
+        return expert
+    learner = _aligned_tables(problem.learner, problem.prompts)
+    if isinstance(learner, str):
+        return learner
+    states = expert.vocab_size ** max(expert.memory, learner.memory)
+    if states > MAX_DP_STATES:
+        return f"the finite-state DP needs V**k <= {MAX_DP_STATES} window states, got {states}"
+    return expert, learner
+
+
+def _dp_unavailable(problem: Problem, auto: bool) -> str | None:
+    tables = _dp_tables(problem)
+    return tables if isinstance(tables, str) else None
+
+
+def _dp_run(problem: Problem) -> DivergenceResult:
+    tables = _dp_tables(problem)
+    assert not isinstance(tables, str) and isinstance(problem.prompts, FinitePrompts)
+    hellinger2, kl = finite_state_divergences(*tables, problem.prompts.log_probs)
+    return DivergenceResult(hellinger2, 0.0, kl, 0.0, None, None, "dp")
+
+
+# ------------------------------------------------------------------------- Monte Carlo
+
+
+def _monte_carlo_run(problem: Problem) -> DivergenceResult:
+    est = monte_carlo_divergences(
+        problem.expert, problem.learner, problem.prompts, problem.n_samples, problem.rng
+    )
+    return DivergenceResult(*est, method="monte_carlo")
+
+
+METHODS: list[Method] = [
+    Method("enumerate", _enumerate_unavailable, _enumerate_run),
+    Method("dp", _dp_unavailable, _dp_run),
+    Method("monte_carlo", lambda problem, auto: None, _monte_carlo_run),
+]
+"""Exact and approximate methods, in the order ``"auto"`` tries them."""
+
+
+def divergence(
+    expert: SequenceModel,
+    learner: SequenceModel,
+    prompts: PromptDistribution,
+    *,
+    method: str = "auto",
+    n_samples: int = 100_000,
+    rng: np.random.Generator | int | None = None,
+) -> DivergenceResult:
+    """``D_H^2``, ``KL(P* || Q)`` and TV between ``P* = mu x expert`` and ``Q = mu x learner``.
+
+    ``method`` is ``"auto"`` (the first applicable of :data:`METHODS`) or a method name.
+    ``n_samples`` and ``rng`` (a Generator or seed; ``None`` means seed 0) serve Monte Carlo.
+    """
+    names = [m.name for m in METHODS]
+    if method != "auto" and method not in names:
+        raise ValueError(f"method must be one of {['auto', *names]}, got {method!r}")
+    for attr in ("vocab_size", "horizon"):
+        if getattr(expert, attr) != getattr(learner, attr):
+            raise ValueError(f"expert and learner must share {attr}: "
+                             f"{getattr(expert, attr)} != {getattr(learner, attr)}")
+    if int(n_samples) != n_samples or n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples}")
+    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(
+        0 if rng is None else rng
+    )
+    problem = Problem(expert, learner, prompts, int(n_samples), generator)
+    if method == "auto":
+        for candidate in METHODS:
+            if candidate.unavailable(problem, True) is None:
+                return candidate.run(problem)
+        raise ValueError("no divergence method applies")  # unreachable: MC always applies
+    chosen = METHODS[names.index(method)]
+    reason = chosen.unavailable(problem, False)
+    if reason is not None:
+        raise ValueError(f"method={method!r} does not apply: {reason}")
+    return chosen.run(problem)

@@ -1,0 +1,156 @@
+"""The embedded result store: one SQLite file, one row per job, exportable to CSV/pandas.
+
+Each insert is its own transaction, so a sweep killed at any point leaves every finished
+job intact and nothing half-written; rerunning skips keys already stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+KEY_COLUMNS = ["env_id", "env_kwargs", "horizon", "agent", "seed", "n_train"]
+RESULT_COLUMNS: dict[str, str] = {
+    "job_key": "TEXT PRIMARY KEY",
+    "env_id": "TEXT NOT NULL",
+    "env_kwargs": "TEXT NOT NULL",
+    "horizon": "INTEGER NOT NULL",
+    "agent": "TEXT NOT NULL",
+    "seed": "INTEGER NOT NULL",
+    "n_train": "INTEGER NOT NULL",
+    "status": "TEXT NOT NULL",
+    "error": "TEXT",
+    "hellinger2": "REAL",
+    "hellinger2_stderr": "REAL",
+    "kl": "REAL",
+    "kl_stderr": "REAL",
+    "tv": "REAL",
+    "tv_stderr": "REAL",
+    "best_in_class_hellinger2": "REAL",
+    "c_apx": "REAL",
+    "eval_method": "TEXT",
+    "oracle_method": "TEXT",
+    "oracle_agreement": "REAL",
+    "fit_seconds": "REAL",
+    "eval_seconds": "REAL",
+    "agent_info": "TEXT",
+}
+ORACLE_COLUMNS: dict[str, str] = {
+    "oracle_key": "TEXT PRIMARY KEY",
+    "env_id": "TEXT NOT NULL",
+    "env_kwargs": "TEXT NOT NULL",
+    "horizon": "INTEGER NOT NULL",
+    "best_in_class_hellinger2": "REAL",
+    "oracle_method": "TEXT",
+    "oracle_agreement": "REAL",
+    "oracle_seconds": "REAL",
+    "local_optima": "TEXT",
+}
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON text (sorted keys) used in keys and the ``env_kwargs`` column."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def job_key(env_id: str, env_kwargs: dict[str, Any], horizon: int, agent: str, seed: int,
+            n_train: int) -> str:
+    """The identity of a job: ``(env_id, env_kwargs, horizon, agent, seed, n_train)``."""
+    return canonical_json([env_id, env_kwargs, horizon, agent, seed, n_train])
+
+
+def oracle_key(env_id: str, env_kwargs: dict[str, Any], horizon: int) -> str:
+    """The identity of a best-in-class computation."""
+    return canonical_json([env_id, env_kwargs, horizon])
+
+
+class ResultStore:
+    """Results of sweeps in an SQLite file (created on first use)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._create("results", RESULT_COLUMNS)
+            self._create("oracle", ORACLE_COLUMNS)
+            self._check_schema()
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"{self.path} is not a readable result store: {err}") from None
+
+    def _create(self, table: str, columns: dict[str, str]) -> None:
+        spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+        with self._conn:
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
+
+    def _check_schema(self) -> None:
+        for table, columns in (("results", RESULT_COLUMNS), ("oracle", ORACLE_COLUMNS)):
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            missing = set(columns) - have
+            if missing:
+                raise ValueError(f"{self.path}: table {table} lacks columns {sorted(missing)}")
+        self._conn.execute("PRAGMA quick_check").fetchall()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def done_keys(self) -> set[str]:
+        """Keys of jobs that finished successfully."""
+        rows = self._conn.execute("SELECT job_key FROM results WHERE status = 'ok'")
+        return {row[0] for row in rows}
+
+    def put_result(self, row: dict[str, Any]) -> None:
+        """Insert or replace one job's row (one transaction)."""
+        self._put("results", RESULT_COLUMNS, row)
+
+    def put_oracle(self, row: dict[str, Any]) -> None:
+        """Insert or replace one best-in-class row (one transaction)."""
+        self._put("oracle", ORACLE_COLUMNS, row)
+
+    def _put(self, table: str, columns: dict[str, str], row: dict[str, Any]) -> None:
+        unknown = set(row) - set(columns)
+        if unknown:
+            raise ValueError(f"unknown {table} column(s): {sorted(unknown)}")
+        names = list(row)
+        sql = (f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
+               f"VALUES ({', '.join('?' for _ in names)})")
+        with self._conn:
+            self._conn.execute(sql, [row[name] for name in names])
+
+    def get_oracle(self, key: str) -> dict[str, Any] | None:
+        """The stored best-in-class row for ``key``, if any."""
+        cur = self._conn.execute("SELECT * FROM oracle WHERE oracle_key = ?", (key,))
+        found = cur.fetchone()
+        if found is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], found, strict=True))
+
+    def results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """All result rows (or those with the given keys) as a DataFrame."""
+        frame = pd.read_sql_query("SELECT * FROM results ORDER BY rowid", self._conn)
+        if keys is not None:
+            frame = frame[frame["job_key"].isin(set(keys))]
+        return frame.reset_index(drop=True)
+
+    def export_csv(self, path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> Path:
+        """Write the results (sorted by key columns) to CSV atomically."""
+        frame = self.results(keys).drop(columns=["job_key"])
+        frame = frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_csv(tmp, index=False, float_format="%.17g")
+        os.replace(tmp, path)
+        return path

@@ -1,0 +1,93 @@
+"""``ntp-bench sweep``: outputs, resumability and bad flags."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.cli import main
+from evaluation.store import ResultStore
+
+REQUIRED = ["env_id", "env_kwargs", "horizon", "agent", "seed", "n_train", "hellinger2",
+            "hellinger2_stderr", "kl", "tv", "best_in_class_hellinger2", "c_apx",
+            "eval_method", "fit_seconds", "eval_seconds"]
+SMALL = ["sweep", "--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"misspecification": 0.5}',
+         "--agents", "logloss", "--horizons", "4,16", "--seeds", "2", "--n-train", "200",
+         "--oracle-starts", "4", "--quiet"]
+
+
+def test_sweep_writes_store_csv_and_plot(tmp_path) -> None:
+    out = tmp_path / "demo"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert set(REQUIRED) <= set(frame.columns)
+    assert len(frame) == 4  # 2 horizons x 1 agent x 2 seeds
+    assert (frame["status"] == "ok").all()
+    assert frame["hellinger2"].between(0, 2).all()
+    np.testing.assert_allclose(frame["c_apx"],
+                               frame["hellinger2"] / frame["best_in_class_hellinger2"])
+    assert (frame["c_apx"] >= 1 - 1e-9).all()  # the oracle is below every in-class fit
+    # exact methods: enumeration (gives TV) at H=4, finite-state DP at H=16
+    assert frame.set_index("horizon")["eval_method"].to_dict() == {4: "enumerate", 16: "dp"}
+    assert frame.loc[frame["horizon"] == 4, "tv"].notna().all()
+    assert (frame["hellinger2_stderr"] == 0).all()
+    assert (out / "divergence_vs_horizon.png").stat().st_size > 10_000
+    with ResultStore(out / "results.sqlite") as store:
+        assert len(store.results()) == 4
+
+
+def test_rerun_skips_finished_jobs(tmp_path) -> None:
+    out = tmp_path / "demo"
+    assert main([*SMALL, "--out", str(out)]) == 0
+    first = (out / "results.csv").read_text()
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.execute("DELETE FROM results WHERE horizon = 16 AND seed = 1")
+    assert main([*SMALL, "--out", str(out)]) == 0
+    second = pd.read_csv(out / "results.csv")
+    assert len(second) == 4
+    # the deleted job was recomputed identically (same seeds), the others were kept
+    columns = [c for c in second.columns if not c.endswith("seconds")]
+    pd.testing.assert_frame_equal(pd.read_csv(pd.io.common.StringIO(first))[columns],
+                                  second[columns])
+
+
+def test_population_fit(tmp_path) -> None:
+    out = tmp_path / "pop"
+    argv = [a for a in SMALL if a not in ("--n-train", "200")]
+    assert main([*argv, "--population", "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert (frame["n_train"] == 0).all()
+    # population fits do not depend on the seed
+    assert frame.groupby("horizon")["hellinger2"].nunique().eq(1).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "ntp_envs/Nope-v0"], "--env must be one of"),
+    (["--env", "ntp_envs/ARLinear-v0", "--agents", "nope"], "unknown agent"),
+    (["--env", "ntp_envs/ARLinear-v0", "--horizons", ","], "at least one horizon"),
+    (["--env", "ntp_envs/ARLinear-v0", "--horizons", "4,0"], "H >= 1"),
+    (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", "{bad json"], "JSON object"),
+    (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", "[1]"], "JSON object"),
+    (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"misspecification": 2}'],
+     "misspecification"),
+    (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"foo": 1}'], "foo"),
+    (["--env", "ntp_envs/ARLinear-v0", "--seeds", "0"], "--seeds"),
+    (["--preset", "nope"], "--preset must be one of"),
+])
+def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, capsys, argv, message) -> None:
+    out = tmp_path / "never"
+    assert main(["sweep", *argv, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path, capsys) -> None:
+    out = tmp_path / "bad"
+    out.mkdir()
+    (out / "results.sqlite").write_bytes(b"this is not sqlite" * 100)
+    assert main([*SMALL, "--out", str(out)]) != 0
+    assert "not a readable result store" in capsys.readouterr().err
+    assert (out / "results.sqlite").read_bytes() == b"this is not sqlite" * 100
