@@ -8,6 +8,8 @@ included) and batched sampling with a numpy ``Generator``.
 
 Models that depend only on ``(x, h, last k tokens)`` also expose their finite-state form,
 :class:`FiniteStateTables`, which the evaluator uses for exact divergences at any horizon.
+Binary models whose sequence probability depends only on the number of ones (products and
+mixtures of products) expose a :class:`CountLaw` (sufficient statistics).
 
 Conventions (used everywhere in the suite):
 
@@ -26,11 +28,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
+from scipy.special import gammaln, logsumexp
 
 from ntp_envs.type_aliases import FloatArray, IntArray
 
 __all__ = [
+    "CountLaw",
     "FinitePrompts",
     "FiniteStateModel",
     "FiniteStateTables",
@@ -139,6 +142,10 @@ class SequenceModel(ABC):
 
     def finite_state(self) -> FiniteStateTables | None:
         """Finite-state form, where the model has one (``None`` otherwise)."""
+        return None
+
+    def count_law(self) -> CountLaw | None:
+        """Sufficient-statistic form for binary exchangeable models (``None`` otherwise)."""
         return None
 
     def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
@@ -280,6 +287,53 @@ class FiniteStateTables:
         return marg
 
 
+@dataclass(frozen=True)
+class CountLaw:
+    """A binary sequence law per context that depends only on the number of ones.
+
+    ``log_seq[c, k]`` is ``log P(a_{1:H} | c)`` for any single sequence with ``k`` ones;
+    shape ``(C, H + 1)``. Sums over the ``2^H`` sequences become sums over ``k`` with
+    weights ``binom(H, k)``.
+    """
+
+    log_seq: FloatArray
+
+    def __post_init__(self) -> None:
+        log_seq = np.asarray(self.log_seq, dtype=np.float64)
+        if log_seq.ndim != 2 or log_seq.shape[1] < 2:
+            raise ValueError(f"log_seq must have shape (C, H + 1), got {log_seq.shape}")
+        total = logsumexp(log_seq + log_binomial(log_seq.shape[1] - 1)[None, :], axis=1)
+        if np.isnan(log_seq).any() or np.abs(total).max() > 1e-8:
+            raise ValueError("log_seq must describe normalised laws (sum_k binom(H,k) P_k = 1)")
+        object.__setattr__(self, "log_seq", log_seq)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.log_seq.shape[1] - 1)
+
+    def log_count_probs(self) -> FloatArray:
+        """``log P(#ones = k | c)``, shape ``(C, H + 1)``."""
+        return self.log_seq + log_binomial(self.horizon)[None, :]
+
+    @classmethod
+    def product(cls, log_p1: FloatArray, horizon: int) -> CountLaw:
+        """i.i.d. Bernoulli per context: ``P(a = 1 | c) = exp(log_p1[c])``."""
+        log_p1 = np.asarray(log_p1, dtype=np.float64)[:, None]
+        k = np.arange(horizon + 1)[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_p0 = np.log1p(-np.exp(log_p1))
+            ones = np.where(k > 0, k * log_p1, 0.0)
+            zeros = np.where(k < horizon, (horizon - k) * log_p0, 0.0)
+        log_seq = ones + zeros
+        return cls(log_seq)
+
+
+def log_binomial(n: int) -> FloatArray:
+    """``log binom(n, k)`` for ``k = 0..n``."""
+    k = np.arange(n + 1)
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+
 class FiniteStateModel(SequenceModel):
     """A sequence model given by finite-state tables over a finite prompt law."""
 
@@ -295,6 +349,13 @@ class FiniteStateModel(SequenceModel):
 
     def finite_state(self) -> FiniteStateTables:
         return self.tables
+
+    def count_law(self) -> CountLaw | None:
+        """Memory-0, time-homogeneous binary models are i.i.d. products."""
+        tables = self.tables
+        if tables.memory != 0 or tables.num_positions != 1 or tables.vocab_size != 2:
+            return None
+        return CountLaw.product(tables.logp[:, 0, 0, 1], tables.horizon)
 
     def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
         prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
