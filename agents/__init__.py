@@ -6,9 +6,13 @@ from collections.abc import Callable
 
 from agents.base import Agent, FittedPolicy, load_policy
 from agents.logloss_bc import LogLossBC
+from agents.rho_estimator import RhoEstimator
+from agents.robust_bc import RobustBC
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "logloss": LogLossBC,
+    "robust": RobustBC,
+    "rho": RhoEstimator,
 }
 
 
@@ -24,5 +28,5 @@ def make_agent(name: str) -> Agent:
     return AGENTS[name]()
 
 
-__all__ = ["AGENTS", "Agent", "FittedPolicy", "LogLossBC", "agent_names", "load_policy",
-           "make_agent"]
+__all__ = ["AGENTS", "Agent", "FittedPolicy", "LogLossBC", "RhoEstimator", "RobustBC",
+           "agent_names", "load_policy", "make_agent"]

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ntp_envs.archive import load_archive, save_archive
-from ntp_envs.sequence_model import SequenceModel
+from ntp_envs.sequence_model import CountLaw, FiniteStateTables, SequenceModel
 from ntp_envs.task import SequenceTask
-from ntp_envs.type_aliases import IntArray
+from ntp_envs.type_aliases import FloatArray, IntArray
 
 if TYPE_CHECKING:
     from experts.demonstrations import Demonstrations
@@ -21,16 +21,41 @@ if TYPE_CHECKING:
 class FittedPolicy(SequenceModel):
     """A fitted policy: a sequence model that knows its task and can be saved without pickle.
 
-    Subclasses set ``kind`` and implement :meth:`arrays` and :meth:`from_arrays`.
+    It answers the sequence-model protocol through ``model`` (set by the subclass), so its
+    structure (finite-state tables, count law) reaches the evaluator. Subclasses set
+    ``kind`` and implement :meth:`arrays` and :meth:`from_arrays`.
     """
 
     kind: str = ""
 
-    def __init__(self, task: SequenceTask, info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, task: SequenceTask, model: SequenceModel, info: dict[str, Any] | None = None
+    ) -> None:
+        if (model.vocab_size, model.horizon) != (task.vocab_size, task.horizon):
+            raise ValueError("the fitted model must share the task's vocab_size and horizon")
         self.task = task
+        self.model = model
         self.vocab_size = task.vocab_size
         self.horizon = task.horizon
         self.info: dict[str, Any] = dict(info or {})
+
+    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        return self.model.next_token_logprobs(prompts, prefixes)
+
+    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
+        return self.model.token_logprobs(prompts, tokens)
+
+    def sequence_logprob(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
+        return self.model.sequence_logprob(prompts, tokens)
+
+    def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
+        return self.model.sample(prompts, rng)
+
+    def finite_state(self) -> FiniteStateTables | None:
+        return self.model.finite_state()
+
+    def count_law(self) -> CountLaw | None:
+        return self.model.count_law()
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:

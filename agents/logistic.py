@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize
 from scipy.sparse.linalg import LinearOperator, cg
 from scipy.special import log_softmax
 
@@ -84,6 +85,16 @@ class _Problem:
         resid = self.row_weight[:, None] * np.exp(logp) - self.targets
         return value, self.scatter(resid) + self.l2 * theta
 
+    def smoothed_value_grad(self, theta: FloatArray, gamma: float) -> tuple[float, FloatArray]:
+        """Log loss of ``(1 - gamma) softmax + gamma / V`` and its gradient (non-convex)."""
+        logp = self.logp(theta)
+        with np.errstate(divide="ignore"):
+            smooth = np.logaddexp(np.log1p(-gamma) + logp, np.log(gamma / self.vocab))
+        value = -float((self.targets * smooth).sum()) + 0.5 * self.l2 * float(theta @ theta)
+        resp = self.targets * np.exp(np.log1p(-gamma) + logp - smooth)  # Y_a (1-g) p_a / p~_a
+        resid = np.exp(logp) * resp.sum(axis=1, keepdims=True) - resp
+        return value, self.scatter(resid) + self.l2 * theta
+
     def hessp(self, theta: FloatArray, vec: FloatArray) -> FloatArray:
         probs = np.exp(self.logp(theta))
         u = self.gather(self.weights(vec))
@@ -125,6 +136,33 @@ def fit_logistic(
     log_loss = -float((problem.targets * problem.logp(theta)).sum())
     grad_norm = float(np.abs(grad).max())
     return LogisticFit(theta, log_loss, grad_norm, iterations, grad_norm <= gtol)
+
+
+def fit_smoothed_logistic(
+    active: IntArray,
+    targets: FloatArray,
+    num_inputs: int,
+    projection: FloatArray | None,
+    gamma: float,
+    theta0: FloatArray,
+    *,
+    l2: float = 0.0,
+) -> LogisticFit:
+    """Minimise the log loss of the smoothed model ``(1 - gamma) pi_theta + gamma Unif``.
+
+    Not convex: L-BFGS from ``theta0`` (RobustBC starts from the plain NTP solution).
+    """
+    if not 0.0 < gamma < 1.0:
+        raise ValueError(f"gamma must lie in (0, 1), got {gamma}")
+    problem = _Problem(np.asarray(active, dtype=np.int64), np.asarray(targets, dtype=np.float64),
+                       num_inputs, projection, l2)
+    result = minimize(problem.smoothed_value_grad, np.asarray(theta0, dtype=np.float64),
+                      args=(gamma,), jac=True, method="L-BFGS-B",
+                      options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
+    value, grad = problem.smoothed_value_grad(result.x, gamma)
+    grad_norm = float(np.abs(grad).max())
+    return LogisticFit(result.x, value - 0.5 * l2 * float(result.x @ result.x), grad_norm,
+                       int(result.nit), grad_norm <= 1e-7)
 
 
 def _newton(problem: _Problem, theta: FloatArray, max_iter: int, gtol: float

@@ -1,8 +1,10 @@
 """LogLossBC: next-token prediction = behavior cloning with the log loss, solved exactly.
 
-For a linear-softmax class the fit is multinomial logistic regression on the visit counts
-``N[c, t, s, a]`` (or, for a population fit, their expectations under the expert law):
-``theta_hat = argmin -sum N[c,t,s,a] log pi_theta(a | c, t, s) + (l2/2) |theta|^2``.
+* Linear-softmax class: multinomial logistic regression on the visit counts
+  ``N[c, t, s, a]`` (for a population fit, their expectations under the expert law):
+  ``theta_hat = argmin -sum N[c,t,s,a] log pi_theta(a | c, t, s) + (l2/2) |theta|^2``.
+* Finite class: the member with the smallest empirical log loss (population: smallest
+  ``KL(P* || P^pi)``, computed exactly).
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.base import Agent, demonstration_arrays
-from agents.linear_policy import LinearSoftmaxPolicy, linear_class
+from agents.base import Agent, FittedPolicy, demonstration_arrays
 from agents.logistic import fit_logistic
+from agents.policies import FiniteMemberPolicy, LinearSoftmaxPolicy, linear_class
+from agents.smoothing import smoothed
+from evaluation.divergences import divergence
+from ntp_envs.finite_class import FiniteClass
 from ntp_envs.linear_softmax import LinearSoftmaxClass
 from ntp_envs.sequence_model import FinitePrompts
 from ntp_envs.task import SequenceTask
@@ -24,20 +29,25 @@ if TYPE_CHECKING:
     from experts.demonstrations import Demonstrations
 
 
-def target_counts(
-    task: SequenceTask, demonstrations: Demonstrations | None
-) -> FloatArray:
+def target_counts(task: SequenceTask, demonstrations: Demonstrations | None) -> FloatArray:
     """Visit counts ``N[c, t, s, a]`` of the demonstrations, or their expectation under P*."""
     lc = linear_class(task)
-    if demonstrations is None:
-        tables = task.expert.finite_state()
-        if tables is None or not isinstance(task.prompts, FinitePrompts):
-            raise ValueError(f"{task.env_id}: a population fit needs a finite-state expert")
-        if tables.memory < lc.memory:
-            tables = tables.lift(lc.memory)
-        return lc.expected_counts(tables)
-    prompts, tokens = demonstration_arrays(task, demonstrations)
-    return lc.counts(lc.prompts.index_of(prompts), tokens)
+    if demonstrations is not None:
+        prompts, tokens = demonstration_arrays(task, demonstrations)
+        return lc.counts(lc.prompts.index_of(prompts), tokens)
+    if not isinstance(task.prompts, FinitePrompts):
+        raise ValueError(f"{task.env_id}: a population fit needs a finite prompt law")
+    tables = task.expert.finite_state()
+    if tables is not None:
+        return lc.expected_counts(tables if tables.memory >= lc.memory else tables.lift(lc.memory))
+    law = task.expert.count_law()
+    if law is not None and lc.memory == 0 and lc.vocab_size == 2:
+        probs = np.exp(law.log_count_probs())  # (C, H + 1)
+        ones = probs @ np.arange(law.horizon + 1)
+        counts = np.stack([law.horizon - ones, ones], axis=-1)[:, None, None, :]
+        return counts * np.exp(lc.prompts.log_probs)[:, None, None, None]
+    raise ValueError(f"{task.env_id}: a population fit needs an expert with a finite-state or "
+                     "count-law form that the learner class can match")
 
 
 def fit_linear_softmax(
@@ -54,6 +64,21 @@ def fit_linear_softmax(
     info = {"log_loss_per_token": fit.log_loss, "grad_norm": fit.grad_norm,
             "iterations": fit.iterations, "converged": fit.converged}
     return fit.theta, info
+
+
+def finite_class_losses(
+    task: SequenceTask, demonstrations: Demonstrations | None, gamma: float = 0.0
+) -> FloatArray:
+    """Per-member log loss of the (smoothed) finite class: empirical mean sequence log loss,
+    or, for a population fit, ``KL(P* || P^pi)`` (the log loss up to the expert's entropy)."""
+    members: FiniteClass = task.learner_class
+    models = [smoothed(m, gamma, task.prompts) for m in members.members]
+    if demonstrations is None:
+        return np.array([divergence(task.expert, m, task.prompts).kl for m in models],
+                        dtype=np.float64)
+    prompts, tokens = demonstration_arrays(task, demonstrations)
+    with np.errstate(divide="ignore"):
+        return np.array([-m.sequence_logprob(prompts, tokens).mean() for m in models])
 
 
 @dataclass
@@ -73,8 +98,13 @@ class LogLossBC(Agent):
         task: SequenceTask,
         demonstrations: Demonstrations | None,
         rng: np.random.Generator | None = None,
-    ) -> LinearSoftmaxPolicy:
+    ) -> FittedPolicy:
+        if isinstance(task.learner_class, FiniteClass):
+            losses = finite_class_losses(task, demonstrations)
+            index = int(np.argmin(losses))
+            return FiniteMemberPolicy(task, index, 0.0, {"agent": self.name,
+                                                         "log_losses": losses.tolist()})
         counts = target_counts(task, demonstrations)
         l2 = self.l2 if self.l2 is not None else (0.0 if demonstrations is None else 1e-8)
         theta, info = fit_linear_softmax(linear_class(task), counts, l2)
-        return LinearSoftmaxPolicy(task, theta, {"agent": self.name, **info})
+        return LinearSoftmaxPolicy(task, theta, 0.0, {"agent": self.name, **info})

@@ -103,15 +103,21 @@ def _validate(configs: list[SweepConfig]) -> None:
                 raise UsageError(f"--env-kwargs / --horizons: {err}") from None
 
 
+def _env_name(row: pd.Series) -> str:
+    kwargs = "" if row["env_kwargs"] in ("{}", "") else f" {row['env_kwargs']}"
+    return f"{row['env_id'].removeprefix('ntp_envs/')}{kwargs}"
+
+
 def _print_summary(console: Console, frame: pd.DataFrame) -> None:
     summary = summarise(frame)
     if summary.empty:
         console.print("no successful jobs to summarise")
         return
     table = Table(title="D_H^2 and C_apx vs horizon (mean ± s.e. over seeds)")
-    for column in ("agent", "data", "H", "seeds", "D_H^2", "best in class", "C_apx"):
+    for column in ("env", "agent", "data", "H", "seeds", "D_H^2", "best in class", "C_apx"):
         table.add_column(column, justify="right")
-    for _, row in summary.sort_values(["agent", "n_train", "horizon"]).iterrows():
+    order = ["env_id", "env_kwargs", "agent", "n_train", "horizon"]
+    for _, row in summary.sort_values(order).iterrows():
         data = "population" if row["n_train"] == 0 else f"n={row['n_train']}"
         def cell(name: str, digits: int, row: pd.Series = row, se: bool = True) -> str:
             mean = row[f"{name}_mean"]
@@ -120,14 +126,14 @@ def _print_summary(console: Console, frame: pd.DataFrame) -> None:
             spread = f" ± {row[f'{name}_se']:.2g}" if se and row["seeds"] > 1 else ""
             return f"{mean:.{digits}g}{spread}"
 
-        table.add_row(row["agent"], data, str(row["horizon"]), str(row["seeds"]),
+        table.add_row(_env_name(row), row["agent"], data, str(row["horizon"]), str(row["seeds"]),
                       cell("hellinger2", 4), cell("best_in_class_hellinger2", 4, se=False),
                       cell("c_apx", 3))
     console.print(table)
     for _, row in growth_exponent(summary).iterrows():
         data = "population" if row["n_train"] == 0 else f"n={row['n_train']}"
         se = "" if pd.isna(row["slope_se"]) else f" ± {row['slope_se']:.2g}"
-        console.print(f"growth exponent of C_apx in H, {row['agent']} ({data}): "
+        console.print(f"growth exponent of C_apx in H, {_env_name(row)}, {row['agent']} ({data}): "
                       f"{row['slope']:.3f}{se} over {row['horizons']} horizons")
 
 
@@ -141,8 +147,7 @@ def _report(out: Path, keys: list[str] | None, console: Console) -> int:
         return 1
     ok = frame[frame["status"] == "ok"]
     if not ok.empty:
-        title = f"{ok['env_id'].iloc[0]} {ok['env_kwargs'].iloc[0]}"
-        plot_divergence_vs_horizon(summarise(ok), paths["plot"], title=title)
+        plot_divergence_vs_horizon(summarise(ok), paths["plot"])
     _print_summary(console, frame)
     console.print(f"wrote {paths['store']}, {paths['csv']}" +
                   (f", {paths['plot']}" if not ok.empty else ""))

@@ -4,7 +4,8 @@ The laws are ``P = mu x expert`` and ``Q = mu x learner`` with a shared prompt l
 Methods are tried in the order of :data:`METHODS`; each says whether it applies (and why
 not) and computes a :class:`DivergenceResult`. To add one (e.g. ``"stats"``, sufficient
 statistics for exchangeable laws), write a :class:`Method` and insert it into ``METHODS``
-at its place in the ``"auto"`` order.
+at its place in the ``"auto"`` order: ``enumerate``, ``stats`` (sufficient statistics of
+binary exchangeable laws, :mod:`evaluation.sufficient_stats`), ``dp``, ``monte_carlo``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 from evaluation.enumeration import MAX_SEQUENCES, enumerate_divergences
 from evaluation.finite_state_dp import finite_state_divergences
 from evaluation.monte_carlo import monte_carlo_divergences
+from evaluation.sufficient_stats import count_law_divergences
 from ntp_envs.sequence_model import (
+    CountLaw,
     FinitePrompts,
     FiniteStateTables,
     PromptDistribution,
@@ -86,6 +89,54 @@ def _enumerate_run(problem: Problem) -> DivergenceResult:
     return DivergenceResult(exact.hellinger2, 0.0, exact.kl, 0.0, exact.tv, 0.0, "enumerate")
 
 
+# ------------------------------------------------------------------ sufficient statistics
+
+
+def _aligned_count_law(model: SequenceModel, prompts: FinitePrompts) -> CountLaw | str:
+    """The model's count law with contexts in the order of ``prompts``, or why there is none."""
+    law = model.count_law()
+    if law is None:
+        return f"{type(model).__name__} exposes no count_law()"
+    n_ctx = law.log_seq.shape[0]
+    own = getattr(model, "prompts", None)
+    if isinstance(own, FinitePrompts) and own.num_contexts == n_ctx:
+        try:
+            index = own.index_of(prompts.contexts)
+        except ValueError as err:
+            return f"{type(model).__name__} does not cover the prompt law: {err}"
+        if np.array_equal(index, np.arange(n_ctx)):
+            return law
+        return CountLaw(law.log_seq[index])
+    if n_ctx != prompts.num_contexts:
+        return (f"{type(model).__name__} has a count law for {n_ctx} contexts, "
+                f"the prompt law has {prompts.num_contexts}")
+    return law
+
+
+def _stats_laws(problem: Problem) -> tuple[CountLaw, CountLaw] | str:
+    if not isinstance(problem.prompts, FinitePrompts):
+        return "sufficient statistics need a FinitePrompts prompt law"
+    expert = _aligned_count_law(problem.expert, problem.prompts)
+    if isinstance(expert, str):
+        return expert
+    learner = _aligned_count_law(problem.learner, problem.prompts)
+    if isinstance(learner, str):
+        return learner
+    return expert, learner
+
+
+def _stats_unavailable(problem: Problem, auto: bool) -> str | None:
+    laws = _stats_laws(problem)
+    return laws if isinstance(laws, str) else None
+
+
+def _stats_run(problem: Problem) -> DivergenceResult:
+    laws = _stats_laws(problem)
+    assert not isinstance(laws, str) and isinstance(problem.prompts, FinitePrompts)
+    exact = count_law_divergences(*laws, problem.prompts.log_probs)
+    return DivergenceResult(exact.hellinger2, 0.0, exact.kl, 0.0, exact.tv, 0.0, "stats")
+
+
 # --------------------------------------------------------------------- finite-state DP
 
 
@@ -148,6 +199,7 @@ def _monte_carlo_run(problem: Problem) -> DivergenceResult:
 
 METHODS: list[Method] = [
     Method("enumerate", _enumerate_unavailable, _enumerate_run),
+    Method("stats", _stats_unavailable, _stats_run),
     Method("dp", _dp_unavailable, _dp_run),
     Method("monte_carlo", lambda problem, auto: None, _monte_carlo_run),
 ]

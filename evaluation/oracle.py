@@ -22,9 +22,12 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from agents.linear_policy import linear_class
 from agents.logloss_bc import fit_linear_softmax, target_counts
+from agents.policies import linear_class
+from evaluation.divergences import divergence
 from evaluation.finite_state_dp import log_bhattacharyya
+from evaluation.sufficient_stats import log_bhattacharyya_counts
+from ntp_envs.finite_class import FiniteClass
 from ntp_envs.sequence_model import FinitePrompts
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray
@@ -45,21 +48,34 @@ class OracleResult:
 
 
 class _LinearClassObjective:
-    """``theta (B, d) -> -log BC(P^theta, P*)`` in torch, batched over parameters."""
+    """``theta (B, d) -> -log BC(P^theta, P*)`` in torch, batched over parameters.
+
+    Exact through the finite-state recursion when the expert is finite-state, or through
+    the count-of-ones sum when the expert has a count law and the class is i.i.d. binary.
+    """
 
     def __init__(self, task: SequenceTask) -> None:
         lc = linear_class(task)
+        if not isinstance(task.prompts, FinitePrompts):
+            raise ValueError(f"{task.env_id}: the oracle needs a finite prompt law")
         expert = task.expert.finite_state()
-        if expert is None or not isinstance(task.prompts, FinitePrompts):
-            raise ValueError(f"{task.env_id}: the oracle needs a finite-state expert")
-        memory = max(lc.memory, expert.memory)
+        law = task.expert.count_law()
         self.lc = lc
-        self.expert_logp = torch.from_numpy(expert.lift(memory).logp)
         self.log_mu = torch.from_numpy(task.prompts.log_probs)
         self.horizon = task.horizon
         self.active = torch.from_numpy(lc.active_inputs(*lc.all_rows()))
-        self.state_map = torch.from_numpy(np.arange(lc.vocab_size**memory) % lc.num_states)
         self.projection = None if lc.projection is None else torch.from_numpy(lc.projection)
+        if expert is not None:
+            memory = max(lc.memory, expert.memory)
+            self.expert_logp = torch.from_numpy(expert.lift(memory).logp)
+            self.state_map = torch.from_numpy(np.arange(lc.vocab_size**memory) % lc.num_states)
+            self.counts = None
+        elif law is not None and lc.memory == 0 and lc.vocab_size == 2:
+            self.expert_log_seq = torch.from_numpy(law.log_seq)
+            self.counts = torch.arange(task.horizon + 1, dtype=torch.float64)
+        else:
+            raise ValueError(f"{task.env_id}: the oracle needs a finite-state expert, or a "
+                             "count-law expert with an i.i.d. binary class")
 
     def learner_logp(self, theta: torch.Tensor) -> torch.Tensor:
         lc = self.lc
@@ -69,10 +85,15 @@ class _LinearClassObjective:
         logits = padded[:, self.active].sum(dim=2)
         logits = logits.reshape(theta.shape[0], lc.num_contexts, lc.num_positions,
                                 lc.num_states, lc.vocab_size)
-        return torch.log_softmax(logits, dim=-1)[:, :, :, self.state_map]
+        return torch.log_softmax(logits, dim=-1)
 
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         logp = self.learner_logp(theta)
+        if self.counts is not None:  # i.i.d. binary: log P(seq with k ones) per context
+            log_p0, log_p1 = logp[:, :, 0, 0, :1], logp[:, :, 0, 0, 1:]
+            log_seq = self.counts * log_p1 + (self.horizon - self.counts) * log_p0
+            return -log_bhattacharyya_counts(log_seq, self.expert_log_seq, self.log_mu)
+        logp = logp[:, :, :, self.state_map]
         expert = self.expert_logp.expand(theta.shape[0], *self.expert_logp.shape)
         return -log_bhattacharyya(logp, expert, self.log_mu, self.horizon)
 
@@ -81,6 +102,23 @@ class _LinearClassObjective:
         value = self(x)[0]
         (grad,) = torch.autograd.grad(value, x)
         return float(value.detach()), grad[0].numpy().astype(np.float64)
+
+
+def _finite_class_minimum(task: SequenceTask) -> OracleResult:
+    start = time.perf_counter()
+    members = task.learner_class
+    values = [divergence(task.expert, m, task.prompts) for m in members.members]
+    if any(v.hellinger2_stderr > 0 for v in values):
+        raise ValueError(f"{task.env_id}: the finite-class minimum needs exact divergences")
+    h2 = np.array([v.hellinger2 for v in values])
+    best = int(np.argmin(h2))
+    return OracleResult(
+        hellinger2=float(h2[best]), theta=None,
+        method=f"exhaustive({len(members)} members, {values[best].method}; "
+               f"best {members.names[best]})",
+        num_starts=len(members), num_refined=0, agreement=1.0,
+        local_optima=sorted(float(f"{v:.10g}") for v in h2),
+        seconds=time.perf_counter() - start)
 
 
 def _adam(objective: _LinearClassObjective, theta: torch.Tensor, steps: int, lr: float) -> None:
@@ -109,7 +147,10 @@ def best_in_class(
     refine: int = 4,
     seed: int = 0,
 ) -> OracleResult:
-    """Global-then-local search for the Hellinger projection of the expert onto the class."""
+    """The Hellinger projection of the expert onto the class: an exact minimum over a finite
+    class, a global-then-local search over a linear-softmax class."""
+    if isinstance(task.learner_class, FiniteClass):
+        return _finite_class_minimum(task)
     if num_random_starts < 0 or refine < 1 or adam_steps < 0:
         raise ValueError("num_random_starts >= 0, refine >= 1 and adam_steps >= 0 required")
     start_time = time.perf_counter()

@@ -130,6 +130,16 @@ class Demonstrations:
         object.__setattr__(self, "_task", task)
         return task
 
+    def subset(self, index: IntArray | slice) -> Demonstrations:
+        """The sequences selected by ``index`` (same env and metadata)."""
+        index = np.arange(self.num_sequences)[index]
+        if index.size == 0:
+            raise ValueError("a subset must keep at least one sequence")
+        return Demonstrations(env_id=self.env_id, env_kwargs=self.env_kwargs,
+                              prompts=self.prompts[index], tokens=self.tokens[index],
+                              expert_logprobs=self.expert_logprobs[index],
+                              vocab_size=self.vocab_size)
+
     def sequence_logprobs(self) -> FloatArray:
         """Expert sequence log-likelihoods ``(n,)`` (prompt law excluded)."""
         return self.expert_logprobs.sum(axis=1)

@@ -20,6 +20,8 @@ from ntp_envs.task import SequenceTask
 
 ENTRY_POINTS: dict[str, str] = {
     "ntp_envs/ARLinear-v0": "ntp_envs.ar_linear:ARLinearEnv",
+    "ntp_envs/MixtureProduct-v0": "ntp_envs.mixture_product:MixtureProductEnv",
+    "ntp_envs/FiniteClassBarrier-v0": "ntp_envs.finite_class_barrier:FiniteClassBarrierEnv",
 }
 
 for _env_id, _entry in ENTRY_POINTS.items():

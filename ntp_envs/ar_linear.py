@@ -118,7 +118,9 @@ class ARLinearEnv(SequenceEnv):
 
     ## Rewards
     ``log pi*(a_h | x, a_{<h})``: the expert's log-probability of the emitted token, so an
-    episode's return is the expert log-likelihood of the sequence.
+    episode's return is the expert log-likelihood of the sequence (each reward is clipped
+    below at ``REWARD_FLOOR = -100``, :mod:`ntp_envs.task`; the expert's log-probabilities
+    here are normally far above it).
 
     ## Episode End
     Terminated after exactly ``horizon`` tokens; never truncated. ``step`` after the end

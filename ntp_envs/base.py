@@ -55,6 +55,10 @@ class SequenceEnv(gym.Env[IntArray, np.int64]):
     """Base env: ``reset`` draws a prompt, each ``step`` appends one token, ``H`` steps.
 
     Subclasses build a :class:`SequenceTask` and document it in the Gymnasium sections.
+    The reward of a step is :meth:`SequenceTask.reward`: by default the expert's
+    log-probability of the emitted token, clipped below at
+    :data:`ntp_envs.task.REWARD_FLOOR` (``-100.0``) so that a token the expert never emits
+    still gives a finite Python ``float``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}

@@ -10,6 +10,10 @@ import numpy as np
 from ntp_envs.sequence_model import PromptDistribution, SequenceModel
 from ntp_envs.type_aliases import FloatArray, IntArray
 
+REWARD_FLOOR = -100.0
+"""Lowest reward: the expert's token log-probability is clipped here, so emitting a token the
+expert never emits (log-probability ``-inf``) gives a finite float reward."""
+
 
 @dataclass(frozen=True)
 class SequenceTask:
@@ -33,9 +37,10 @@ class SequenceTask:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def reward(self, prompt: IntArray, prefix: IntArray, action: int) -> float:
-        """Reward for emitting ``action`` after ``prefix``: the expert's token log-probability."""
+        """Reward for emitting ``action`` after ``prefix``: the expert's token log-probability,
+        clipped below at :data:`REWARD_FLOOR`."""
         logp = self.expert.next_token_logprobs(prompt[None, :], prefix[None, :])
-        return float(logp[0, action])
+        return max(float(logp[0, action]), REWARD_FLOOR)
 
     def sample_demonstrations(
         self, n: int, rng: np.random.Generator

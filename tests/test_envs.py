@@ -54,6 +54,8 @@ def test_seeding_reproduces_and_varies(env_id: str) -> None:
     for x, y in zip(obs_a, obs_b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert rew_a == rew_b
+    if getattr(env.unwrapped.task.prompts, "num_contexts", 2) == 1:
+        return  # a single prompt: the first observation cannot vary with the seed
     first_obs = {tuple(_episode(env, seed=s, action_seed=7)[0][0]) for s in range(12)}
     assert len(first_obs) > 1, "different reset seeds always gave the same prompt"
 
