@@ -26,17 +26,21 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
     One row of two panels per (env_id, env_kwargs) in ``summary``.
     """
     envs = list(summary.groupby(["env_id", "env_kwargs"], sort=True))
+    agents = sorted(summary["agent"].unique())
+    colours = {agent: f"C{i % 10}" for i, agent in enumerate(agents)}
     fig, axes = plt.subplots(len(envs), 2, figsize=(11, 4.2 * len(envs)), squeeze=False)
     for (env_id, env_kwargs), frame in envs:
         ax_d, ax_c = axes[[e[0] for e in envs].index((env_id, env_kwargs))]
         for (agent, n_train), group in frame.groupby(["agent", "n_train"], sort=True):
             group = group.sort_values("horizon")
-            label = _label(agent, int(n_train))
+            style = {"color": colours[agent], "capsize": 3, "label": _label(agent, int(n_train)),
+                     "marker": "o" if n_train == 0 else "s",
+                     "linestyle": "-" if n_train == 0 else "--"}
             ax_d.errorbar(group["horizon"], group["hellinger2_mean"],
-                          yerr=group["hellinger2_se"], marker="o", capsize=3, label=label)
+                          yerr=group["hellinger2_se"], **style)
             if group["c_apx_mean"].notna().any():
                 ax_c.errorbar(group["horizon"], group["c_apx_mean"], yerr=group["c_apx_se"],
-                              marker="o", capsize=3, label=label)
+                              **style)
         best = frame.groupby("horizon")["best_in_class_hellinger2_mean"].first()
         if best.notna().any() and (best > 0).any():
             ax_d.plot(best.index, best.to_numpy(), "k--", label="best in class")
