@@ -55,12 +55,16 @@ def rho_tournament(loglik: FloatArray, weights: FloatArray | None = None) -> tup
     if weights.shape != (n_seq,) or (weights < 0).any():
         raise ValueError(f"weights must be {n_seq} non-negative numbers")
     scores = np.full(n_cand, -np.inf)
+    finite = bool(np.isfinite(loglik).all())
     rows = max(1, BLOCK_ELEMENTS // (n_cand * n_seq))
     for start in range(0, n_cand, rows):
         block = loglik[start : start + rows]  # (b, m): the "pi" side
         with np.errstate(invalid="ignore"):
-            diff = (loglik[None, :, :] - block[:, None, :]) / 4.0  # (b, K, m): pi' vs pi
-        psi = np.tanh(np.nan_to_num(diff, nan=0.0))  # 0/0 (both impossible) counts 0
+            psi = np.subtract(loglik[None, :, :], block[:, None, :])  # (b, K, m): pi' vs pi
+        if not finite:
+            np.nan_to_num(psi, copy=False, nan=0.0)  # 0/0 (both impossible) counts 0
+        psi *= 0.25
+        np.tanh(psi, out=psi)
         scores[start : start + rows] = (psi @ weights).max(axis=1)
     return int(np.argmin(scores)), scores
 
