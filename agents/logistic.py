@@ -20,10 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import LinearOperator, cg
 from scipy.special import log_softmax
 
 from ntp_envs.type_aliases import FloatArray, IntArray
+
+DENSE_HESSIAN_MAX_DIM = 2048
+"""Up to this many parameters Newton steps solve the explicit Hessian; above, CG."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,15 @@ class _Problem:
         projection: FloatArray | None,
         l2: float,
     ) -> None:
-        self.active = active
-        self.mask = active >= 0
-        self.index = np.where(self.mask, active, 0)
+        mask = active >= 0
+        rows = np.broadcast_to(np.arange(active.shape[0])[:, None], active.shape)
+        # the multi-hot inputs as a sparse (R, num_inputs) matrix: gather and scatter are
+        # sparse products, vectorised over the V outputs (V can be a chunk vocabulary V^K)
+        self.design = csr_matrix(
+            (np.ones(int(mask.sum())), (rows[mask], active[mask])),
+            shape=(active.shape[0], num_inputs),
+        )
+        self.design_t = self.design.T.tocsr()
         self.total = float(targets.sum())
         self.targets = targets / self.total
         self.row_weight = self.targets.sum(axis=1)
@@ -62,18 +72,10 @@ class _Problem:
         return full.reshape(self.num_inputs, self.vocab)
 
     def gather(self, weights: FloatArray) -> FloatArray:
-        out = np.zeros((self.active.shape[0], self.vocab))
-        for k in range(self.active.shape[1]):
-            out += weights[self.index[:, k]] * self.mask[:, k, None]
-        return out
+        return np.asarray(self.design @ weights)
 
     def scatter(self, resid: FloatArray) -> FloatArray:
-        grad = np.zeros((self.num_inputs, self.vocab))
-        for k in range(self.active.shape[1]):
-            idx, m = self.index[:, k], self.mask[:, k]
-            for a in range(self.vocab):
-                grad[:, a] += np.bincount(idx[m], weights=resid[m, a], minlength=self.num_inputs)
-        full = grad.ravel()
+        full = np.asarray(self.design_t @ resid).ravel()
         return full if self.projection is None else self.projection @ full
 
     def logp(self, theta: FloatArray) -> FloatArray:
@@ -95,11 +97,32 @@ class _Problem:
         resid = np.exp(logp) * resp.sum(axis=1, keepdims=True) - resp
         return value, self.scatter(resid) + self.l2 * theta
 
-    def hessp(self, theta: FloatArray, vec: FloatArray) -> FloatArray:
+    def dense_hessian(self, theta: FloatArray) -> FloatArray:
+        """The explicit Hessian (for small dimensions): sparse design, one pass."""
         probs = np.exp(self.logp(theta))
-        u = self.gather(self.weights(vec))
-        s = self.row_weight[:, None] * probs * (u - (probs * u).sum(axis=1, keepdims=True))
-        return self.scatter(s) + self.l2 * vec
+        weighted = self.row_weight[:, None] * probs
+        design, vocab = self.design, self.vocab
+        full = np.zeros((self.num_inputs, vocab, self.num_inputs, vocab))
+        for a in range(vocab):
+            for b in range(vocab):
+                curv = weighted[:, a] * ((a == b) - probs[:, b])
+                full[:, a, :, b] = (self.design_t @ design.multiply(curv[:, None])).toarray()
+        full = full.reshape(self.num_inputs * vocab, self.num_inputs * vocab)
+        if self.projection is not None:
+            full = self.projection @ full @ self.projection.T
+        return full + self.l2 * np.eye(full.shape[0])
+
+    def hessian(self, theta: FloatArray) -> LinearOperator:
+        """The Hessian at ``theta`` as an operator (probabilities computed once)."""
+        probs = np.exp(self.logp(theta))
+        weighted = self.row_weight[:, None] * probs
+
+        def matvec(vec: FloatArray) -> FloatArray:
+            u = self.gather(self.weights(vec))
+            s = weighted * (u - (probs * u).sum(axis=1, keepdims=True))
+            return self.scatter(s) + self.l2 * vec
+
+        return LinearOperator((theta.size, theta.size), dtype=np.float64, matvec=matvec)
 
 
 def fit_logistic(
@@ -171,9 +194,11 @@ def _newton(problem: _Problem, theta: FloatArray, max_iter: int, gtol: float
     for iteration in range(max_iter):
         if np.abs(grad).max() <= gtol:
             return theta, iteration
-        hess = LinearOperator((theta.size, theta.size), dtype=np.float64,
-                              matvec=lambda v, th=theta: problem.hessp(th, v))
-        direction, _ = cg(hess, -grad, rtol=1e-12, atol=0.0, maxiter=10 * theta.size)
+        if theta.size <= DENSE_HESSIAN_MAX_DIM:  # minimum-norm Newton step, exact
+            direction = np.linalg.lstsq(problem.dense_hessian(theta), -grad, rcond=1e-13)[0]
+        else:
+            direction, _ = cg(problem.hessian(theta), -grad, rtol=1e-12, atol=0.0,
+                              maxiter=10 * theta.size)
         if not np.isfinite(direction).all() or direction @ grad >= 0:
             direction = -grad
         step, accepted = 1.0, False
