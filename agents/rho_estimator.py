@@ -109,8 +109,8 @@ class RhoEstimator(Agent):
     population_samples: int = 20_000
     name: str = "rho"
 
-    def candidates(self, task: SequenceTask, demonstrations: Demonstrations | None,
-                   rng: np.random.Generator) -> list[FittedPolicy]:
+    def candidates(self, task: SequenceTask, demonstrations: Demonstrations | None
+                   ) -> list[FittedPolicy]:
         """The default candidate set (excluding grid refinements)."""
         lc = task.learner_class
         if isinstance(lc, FiniteClass):
@@ -123,7 +123,7 @@ class RhoEstimator(Agent):
 
             robust = RobustBC()
             fits = [LogLossBC().fit(task, demonstrations)]
-            fits += robust.fits_per_gamma(task, demonstrations, rng)[1]
+            fits += robust.fits_per_gamma(task, demonstrations)[1]
             return fits
         raise ValueError(f"{task.env_id}: no default rho candidate set for "
                          f"{type(lc).__name__}")
@@ -145,7 +145,7 @@ class RhoEstimator(Agent):
             prompts, tokens = task.sample_demonstrations(self.population_samples, rng)
         else:
             prompts, tokens = demonstration_arrays(task, demonstrations)
-        candidates = self.candidates(task, demonstrations, rng)
+        candidates = self.candidates(task, demonstrations)
         best, scores = rho_select(candidates, prompts, tokens)
         evaluated = len(candidates)
         if is_bernoulli_class(task.learner_class):

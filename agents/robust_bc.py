@@ -76,8 +76,7 @@ class RobustBC(Agent):
         return grid
 
     def fits_per_gamma(
-        self, task: SequenceTask, demonstrations: Demonstrations | None,
-        rng: np.random.Generator,
+        self, task: SequenceTask, demonstrations: Demonstrations | None
     ) -> tuple[list[float], list[FittedPolicy]]:
         """One smoothed fit per gamma of the grid, on all the given data."""
         grid = self.gammas(task.horizon)
