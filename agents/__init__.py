@@ -3,17 +3,106 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from agents.base import Agent, FittedPolicy, load_policy
+import numpy as np
+
+from agents.base import Agent, FittedPolicy, load_policy, register_policy_kind
+from agents.chunked_bc import ChunkedBC, chunk_agent, chunk_agent_names
+from agents.linear_ar import LinearAR
 from agents.logloss_bc import LogLossBC
 from agents.rho_estimator import RhoEstimator
 from agents.robust_bc import RobustBC
+from ntp_envs.task import SequenceTask
+
+
+def _imitation_bc() -> Agent:
+    from agents.imitation_agents import ImitationBC  # imitation/SB3: imported on first use
+
+    return ImitationBC()
+
+
+def _dagger() -> Agent:
+    from agents.imitation_agents import DAgger
+
+    return DAgger()
+
+
+@register_policy_kind
+class _NeuralPolicyKind(FittedPolicy):
+    """Loads ``sb3_actor_critic`` archives through :class:`agents.sb3_policy.NeuralPolicy`
+    (imported on first use; importing it registers the real class in this one's place)."""
+
+    kind = "sb3_actor_critic"
+
+    @classmethod
+    def from_arrays(cls, task: SequenceTask, arrays: dict[str, np.ndarray],
+                    info: dict[str, Any]) -> FittedPolicy:
+        from agents.sb3_policy import NeuralPolicy
+
+        return NeuralPolicy.from_arrays(task, arrays, info)
+
+
+def _gpt(mode: str, large: bool = False) -> Callable[[], Agent]:
+    """A factory of the path-star GPT agents (torch model code imported on first use)."""
+
+    def make() -> Agent:
+        from agents.gpt import CPU_CONFIG, LARGE_CONFIG, gpt_agent
+
+        name = f"gpt-{mode}" + ("-large" if large else "")
+        return gpt_agent(mode, LARGE_CONFIG if large else CPU_CONFIG, name)
+
+    return make
+
+
+@register_policy_kind
+class _GPTPolicyKind(FittedPolicy):
+    """Loads ``gpt`` archives through :class:`agents.gpt.GPTPolicy` (imported on first use;
+    importing it registers the real class in this one's place)."""
+
+    kind = "gpt"
+
+    @classmethod
+    def from_arrays(cls, task: SequenceTask, arrays: dict[str, np.ndarray],
+                    info: dict[str, Any]) -> FittedPolicy:
+        from agents.gpt import GPTPolicy
+
+        return GPTPolicy.from_arrays(task, arrays, info)
+
+
+def _mlp_ar() -> Agent:
+    from agents.mlp_ar import MLPAR  # torch model code imported on first use
+
+    return MLPAR()
+
+
+@register_policy_kind
+class _MLPARPolicyKind(FittedPolicy):
+    """Loads ``mlp_ar`` archives through :class:`agents.mlp_ar.MLPARPolicy` (imported on first
+    use; importing it registers the real class in this one's place)."""
+
+    kind = "mlp_ar"
+
+    @classmethod
+    def from_arrays(cls, task: SequenceTask, arrays: dict[str, np.ndarray],
+                    info: dict[str, Any]) -> FittedPolicy:
+        from agents.mlp_ar import MLPARPolicy
+
+        return MLPARPolicy.from_arrays(task, arrays, info)
+
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "logloss": LogLossBC,
     "robust": RobustBC,
     "rho": RhoEstimator,
+    "imitation-bc": _imitation_bc,
+    "dagger": _dagger,
 }
+AGENTS.update(chunk_agent_names())  # chunk:1 .. chunk:16 (make_agent parses any chunk:K)
+AGENTS.update({"gpt-tf": _gpt("tf"), "gpt-reverse": _gpt("reverse"),  # path-star
+               "gpt-teacherless": _gpt("teacherless"),
+               "gpt-teacherless-large": _gpt("teacherless", large=True)})
+AGENTS.update({"linear-ar": LinearAR, "mlp-ar": _mlp_ar})  # CoT tasks (full-context learners)
 
 
 def agent_names() -> list[str]:
@@ -23,10 +112,12 @@ def agent_names() -> list[str]:
 
 def make_agent(name: str) -> Agent:
     """The agent registered under ``name``; ValueError naming the accepted ones otherwise."""
+    if name not in AGENTS and name.startswith("chunk:"):
+        return chunk_agent(name)  # ValueError naming the accepted range of K
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(agent_names())}")
     return AGENTS[name]()
 
 
-__all__ = ["AGENTS", "Agent", "FittedPolicy", "LogLossBC", "RhoEstimator", "RobustBC",
-           "agent_names", "load_policy", "make_agent"]
+__all__ = ["AGENTS", "Agent", "ChunkedBC", "FittedPolicy", "LinearAR", "LogLossBC", "RhoEstimator",
+           "RobustBC", "agent_names", "load_policy", "make_agent"]

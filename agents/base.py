@@ -10,12 +10,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ntp_envs.archive import load_archive, save_archive
-from ntp_envs.sequence_model import CountLaw, FiniteStateTables, SequenceModel
+from ntp_envs.sequence_model import (
+    CountLaw,
+    FinitePrompts,
+    FiniteStateTables,
+    SequenceModel,
+)
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 
 if TYPE_CHECKING:
     from experts.demonstrations import Demonstrations
+    from ntp_envs.chunk_tables import ChunkTables
 
 
 class FittedPolicy(SequenceModel):
@@ -56,6 +62,9 @@ class FittedPolicy(SequenceModel):
 
     def count_law(self) -> CountLaw | None:
         return self.model.count_law()
+
+    def chunk_tables(self) -> ChunkTables | None:
+        return self.model.chunk_tables()
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
@@ -139,4 +148,12 @@ def demonstration_arrays(
         raise ValueError("demonstrations must hold at least one sequence")
     if tokens.min() < 0 or tokens.max() >= task.vocab_size:
         raise ValueError(f"demonstrations.tokens must lie in [0, {task.vocab_size - 1}]")
+    length = task.prompts.prompt_length
+    if prompts.shape != (tokens.shape[0], length) or not np.issubdtype(prompts.dtype, np.integer):
+        raise ValueError(f"demonstrations.prompts must be integers of shape "
+                         f"({tokens.shape[0]}, {length}), got {prompts.dtype} {prompts.shape}")
+    if prompts.size and (prompts.min() < 0 or prompts.max() >= task.prompt_vocab_size):
+        raise ValueError(f"demonstrations.prompts must lie in [0, {task.prompt_vocab_size - 1}]")
+    if isinstance(task.prompts, FinitePrompts):
+        task.prompts.index_of(prompts)  # ValueError for a prompt outside the support
     return prompts, tokens

@@ -29,6 +29,13 @@ from ntp_envs.type_aliases import FloatArray, IntArray
 DENSE_HESSIAN_MAX_DIM = 2048
 """Up to this many parameters Newton steps solve the explicit Hessian; above, CG."""
 
+BLOCK_PRECONDITIONER_COST = 2**27
+"""Largest cost (``V I^3 + R I^2 V`` flops) of the block preconditioner; above, diagonal."""
+
+CG_MAX_ITER = 2000
+"""Cap on conjugate-gradient iterations per Newton step (an inexact step is still a descent
+direction; near the optimum CG cannot reach its relative tolerance in float64)."""
+
 
 @dataclass(frozen=True)
 class LogisticFit:
@@ -101,16 +108,60 @@ class _Problem:
         """The explicit Hessian (for small dimensions): sparse design, one pass."""
         probs = np.exp(self.logp(theta))
         weighted = self.row_weight[:, None] * probs
-        design, vocab = self.design, self.vocab
-        full = np.zeros((self.num_inputs, vocab, self.num_inputs, vocab))
-        for a in range(vocab):
-            for b in range(vocab):
-                curv = weighted[:, a] * ((a == b) - probs[:, b])
-                full[:, a, :, b] = (self.design_t @ design.multiply(curv[:, None])).toarray()
-        full = full.reshape(self.num_inputs * vocab, self.num_inputs * vocab)
+        vocab, size = self.vocab, self.num_inputs * self.vocab
+        # H = sum_r (z_r z_r^T) ⊗ (diag(w_r) - w_r p_r^T): sparse products over all outputs
+        # at once (no loop over the V outputs, which can be a chunk vocabulary V^K)
+        coo = self.design.tocoo()
+        rows = np.repeat(coo.row, vocab)
+        cols = (coo.col[:, None] * vocab + np.arange(vocab)).ravel()
+        outs = np.tile(np.arange(vocab), coo.nnz)
+        z = np.repeat(coo.data, vocab)
+        lifted = csr_matrix((z, (rows * vocab + outs, cols)),
+                            shape=(self.design.shape[0] * vocab, size))  # rows (r, a)
+        diagonal = lifted.T @ lifted.multiply(weighted.ravel()[:, None])
+        w_rows = csr_matrix((z * weighted[rows, outs], (rows, cols)),
+                            shape=(self.design.shape[0], size))
+        p_rows = csr_matrix((z * probs[rows, outs], (rows, cols)),
+                            shape=(self.design.shape[0], size))
+        full = (diagonal - w_rows.T @ p_rows).toarray()
         if self.projection is not None:
             full = self.projection @ full @ self.projection.T
         return full + self.l2 * np.eye(full.shape[0])
+
+    def preconditioner(self, theta: FloatArray) -> LinearOperator | None:
+        """CG preconditioner (``None`` with a projection): the inverse of the Hessian's
+        per-output blocks ``B_a = sum_r w_ra z_r z_r^T + l2 I`` (``num_inputs`` square), or of
+        its diagonal where those blocks cost too much.
+
+        The Hessian is ``blockdiag(B_a)`` minus a rank-``R`` term (one per row), so with the
+        blocks CG needs at most ``R + 1`` iterations; either form rescales each output by its
+        probability, which spans many orders of magnitude over a chunk vocabulary.
+        """
+        if self.projection is not None:
+            return None
+        probs = np.exp(self.logp(theta))
+        weighted = self.row_weight[:, None] * probs
+        n_in, vocab = self.num_inputs, self.vocab
+        if vocab * n_in**3 + self.design.shape[0] * n_in**2 * vocab <= BLOCK_PRECONDITIONER_COST:
+            z = self.design.toarray()
+            blocks = np.einsum("ri,rj,ra->aij", z, z, weighted)  # (V, I, I)
+            scale = np.maximum(np.einsum("aii->a", blocks) / n_in, 1e-300)
+            blocks += (self.l2 + 1e-12 * scale)[:, None, None] * np.eye(n_in)
+            inverse = np.linalg.inv(blocks)
+
+            def apply(vec: FloatArray) -> FloatArray:
+                per_output = vec.reshape(n_in, vocab).T[:, :, None]  # (V, I, 1)
+                return (inverse @ per_output)[:, :, 0].T.ravel()
+        else:
+            curv = weighted * (1.0 - probs)
+            diag = np.asarray(self.design_t.multiply(self.design_t) @ curv).ravel() + self.l2
+            diagonal_inverse = 1.0 / np.maximum(diag, 1e-300)
+
+            def apply(vec: FloatArray) -> FloatArray:
+                return diagonal_inverse * vec
+
+        size = n_in * vocab
+        return LinearOperator((size, size), dtype=np.float64, matvec=apply)
 
     def hessian(self, theta: FloatArray) -> LinearOperator:
         """The Hessian at ``theta`` as an operator (probabilities computed once)."""
@@ -135,8 +186,13 @@ def fit_logistic(
     theta0: FloatArray | None = None,
     max_iter: int = 200,
     gtol: float = 1e-11,
+    dense_max_dim: int = DENSE_HESSIAN_MAX_DIM,
 ) -> LogisticFit:
-    """Minimise the weighted log loss above; returns ``theta`` of length ``dim``."""
+    """Minimise the weighted log loss above; returns ``theta`` of length ``dim``.
+
+    Newton steps solve the explicit Hessian up to ``dim <= dense_max_dim`` parameters, above
+    by Jacobi-preconditioned CG (cheaper when the outputs are many, e.g. chunk outcomes).
+    """
     active = np.asarray(active, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.float64)
     if active.ndim != 2 or targets.ndim != 2 or active.shape[0] != targets.shape[0]:
@@ -154,7 +210,7 @@ def fit_logistic(
     problem = _Problem(active, targets, num_inputs, projection, l2)
     dim = num_inputs * targets.shape[1] if projection is None else projection.shape[0]
     theta = np.zeros(dim) if theta0 is None else np.asarray(theta0, dtype=np.float64).copy()
-    theta, iterations = _newton(problem, theta, max_iter, gtol)
+    theta, iterations = _newton(problem, theta, max_iter, gtol, dense_max_dim)
     _, grad = problem.value_grad(theta)
     log_loss = -float((problem.targets * problem.logp(theta)).sum())
     grad_norm = float(np.abs(grad).max())
@@ -188,17 +244,19 @@ def fit_smoothed_logistic(
                        int(result.nit), grad_norm <= 1e-7)
 
 
-def _newton(problem: _Problem, theta: FloatArray, max_iter: int, gtol: float
-            ) -> tuple[FloatArray, int]:
+def _newton(problem: _Problem, theta: FloatArray, max_iter: int, gtol: float,
+            dense_max_dim: int = DENSE_HESSIAN_MAX_DIM) -> tuple[FloatArray, int]:
     value, grad = problem.value_grad(theta)
     for iteration in range(max_iter):
         if np.abs(grad).max() <= gtol:
             return theta, iteration
-        if theta.size <= DENSE_HESSIAN_MAX_DIM:  # minimum-norm Newton step, exact
+        if theta.size <= dense_max_dim:  # minimum-norm Newton step, exact
             direction = np.linalg.lstsq(problem.dense_hessian(theta), -grad, rcond=1e-13)[0]
         else:
-            direction, _ = cg(problem.hessian(theta), -grad, rtol=1e-12, atol=0.0,
-                              maxiter=10 * theta.size)
+            # a residual below gtol / 10 already gives a next gradient below gtol
+            direction, _ = cg(problem.hessian(theta), -grad, rtol=1e-12, atol=0.1 * gtol,
+                              maxiter=min(10 * theta.size, CG_MAX_ITER),
+                              M=problem.preconditioner(theta))
         if not np.isfinite(direction).all() or direction @ grad >= 0:
             direction = -grad
         step, accepted = 1.0, False

@@ -3,7 +3,8 @@
 Smoothing caps every per-token density ratio at ``V / gamma``, which bounds the gap between
 KL and Hellinger and with it NTP's error amplification (C_apx = O~(H) instead of
 unbounded). ``gamma`` comes from the grid ``scale / H`` for ``scale`` in
-``gamma_scales`` (default 4, 1, 1/4, 1/16, 1/64, 1/256).
+``gamma_scales`` (default 4, 1, 1/4, 1/16, 1/64, 1/256, with the default grid capped at
+1/2 for short horizons; a grid given explicitly must lie in (0, 1)).
 
 Selection criterion (sequence-level, held out): the demonstrations are split at random
 into a fitting part (``1 - holdout_fraction``) and a held-out part; one smoothed fit per
@@ -59,13 +60,15 @@ def fit_smoothed(
 class RobustBC(Agent):
     """Smoothed NTP with gamma chosen by a held-out sequence-level tournament (module doc)."""
 
-    gamma_scales: tuple[float, ...] = DEFAULT_SCALES
+    gamma_scales: tuple[float, ...] | None = None
     holdout_fraction: float = 0.2
     population_samples: int = 20_000
     name: str = "robust"
 
     def gammas(self, horizon: int) -> list[float]:
         """The gamma grid ``scale / H``; ValueError if a value leaves (0, 1)."""
+        if self.gamma_scales is None:
+            return sorted({min(scale / horizon, 0.5) for scale in DEFAULT_SCALES}, reverse=True)
         grid = [float(scale) / horizon for scale in self.gamma_scales]
         if not grid:
             raise ValueError("gamma_scales must not be empty")

@@ -2,7 +2,8 @@
 
     ntp-bench sweep --env ntp_envs/ARLinear-v0 --env-kwargs '{"misspecification": 0.5}' \\
         --agents logloss --horizons 4,8,16,32,64,128,256 --seeds 3 --n-train 2000 --out runs/demo
-    ntp-bench sweep --preset quick
+    ntp-bench sweep --preset quick --backend local --workers 2
+    ntp-bench sweep --preset quick --backend ray --address auto
     ntp-bench report --out runs/demo
 """
 
@@ -12,7 +13,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 from rich.console import Console
@@ -20,24 +23,41 @@ from rich.table import Table
 
 from agents import agent_names
 from evaluation.analysis import growth_exponent, summarise
+from evaluation.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
+from evaluation.cot_experiment import report_answers
+from evaluation.pathstar_experiment import report_pathstar
 from evaluation.plots import plot_divergence_vs_horizon
 from evaluation.presets import PRESETS, preset_names
-from evaluation.store import ResultStore
+from evaluation.store import KEY_COLUMNS, ResultStore
 from evaluation.sweep import SweepConfig, output_paths, run_sweep
 from ntp_envs import make_task, registered_env_ids
+
+MAX_HORIZONS = 64
+MAX_SEEDS = 10_000
+MAX_EVAL_SAMPLES = 10**8
+MAX_ORACLE_STARTS = 10_000
+MAX_DEMONSTRATION_TOKENS = 2**28
 
 
 class UsageError(ValueError):
     """A bad command line: reported in one line, exit status 2, nothing written."""
 
 
-def _positive_int(name: str, text: str) -> int:
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`UsageError` (``main`` reports them)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _positive_int(name: str, text: str, high: int | None = None) -> int:
+    span = "a positive integer" if high is None else f"an integer in [1, {high}]"
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"{name} must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"{name} must be a positive integer, got {text!r}")
+        raise UsageError(f"{name} must be {span}, got {text!r}") from None
+    if value < 1 or (high is not None and value > high):
+        raise UsageError(f"{name} must be {span}, got {text!r}")
     return value
 
 
@@ -45,6 +65,8 @@ def _parse_horizons(text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         raise UsageError("--horizons must list at least one horizon, e.g. 4,8,16")
+    if len(parts) > MAX_HORIZONS:
+        raise UsageError(f"--horizons must list at most {MAX_HORIZONS} values, got {len(parts)}")
     horizons = tuple(_positive_int("--horizons (each H >= 1)", p) for p in parts)
     return tuple(sorted(set(horizons)))
 
@@ -80,17 +102,38 @@ def _configs_from_args(args: argparse.Namespace) -> list[SweepConfig]:
     for agent in agents:
         if agent not in agent_names():
             raise UsageError(f"--agents: unknown agent {agent!r}; accepted: {agent_names()}")
-    return [SweepConfig(
+    config = SweepConfig(
         env_id=args.env,
         env_kwargs=_parse_env_kwargs(args.env_kwargs or "{}"),
         agents=agents,
         horizons=_parse_horizons(args.horizons or "4,8,16,32,64"),
-        seeds=_positive_int("--seeds", args.seeds),
+        seeds=_positive_int("--seeds", args.seeds, MAX_SEEDS),
         n_train=_positive_int("--n-train", args.n_train),
         population=args.population,
-        eval_samples=_positive_int("--eval-samples", args.eval_samples),
-        oracle_starts=_positive_int("--oracle-starts", args.oracle_starts),
-    )]
+        eval_samples=_positive_int("--eval-samples", args.eval_samples, MAX_EVAL_SAMPLES),
+        oracle_starts=_positive_int("--oracle-starts", args.oracle_starts, MAX_ORACLE_STARTS),
+    )
+    tokens = config.n_train * max(config.horizons)
+    if not config.population and tokens > MAX_DEMONSTRATION_TOKENS:
+        raise UsageError(f"--n-train x the largest horizon must be <= {MAX_DEMONSTRATION_TOKENS} "
+                         f"demonstration tokens (they are held in memory), got {tokens}")
+    return [config]
+
+
+def _backend_from_args(args: argparse.Namespace) -> Backend:
+    """The backend named on the command line (UsageError for bad flags)."""
+    workers = None if args.workers is None else _positive_int("--workers", args.workers,
+                                                                MAX_WORKERS)
+    if args.address is not None and args.backend != "ray":
+        raise UsageError("--address applies to --backend ray only")
+    if args.backend == "serial" and workers not in (None, 1):
+        raise UsageError("--workers must be 1 with --backend serial")
+    if args.backend == "ray" and args.address is not None and workers is not None:
+        raise UsageError("--workers sizes a local Ray instance only: drop it with --address")
+    try:
+        return make_backend(args.backend, workers, args.address)
+    except ValueError as err:
+        raise UsageError(f"--backend {args.backend}: {err}") from None
 
 
 def _validate(configs: list[SweepConfig]) -> None:
@@ -149,22 +192,51 @@ def _report(out: Path, keys: list[str] | None, console: Console) -> int:
     if not ok.empty:
         plot_divergence_vs_horizon(summarise(ok), paths["plot"])
     _print_summary(console, frame)
+    report_answers(ok, out, console)  # tasks with a right answer (CoT): accuracy table, plot
+    report_pathstar(ok, out, console)  # PathStar: Clever-Hans table, OUT/pathstar.png
     console.print(f"wrote {paths['store']}, {paths['csv']}" +
                   (f", {paths['plot']}" if not ok.empty else ""))
-    failed = frame[frame["status"] != "ok"]
+    failed = frame[frame["status"] != "ok"].sort_values(KEY_COLUMNS, kind="stable")
     if not failed.empty:
-        console.print(f"[red]{len(failed)} job(s) failed:[/red]")
+        console.print(f"[red]{len(failed)} job(s) failed[/red] (rerun the same command to retry "
+                      "them; finished jobs are kept):", highlight=False)
         for _, row in failed.iterrows():
             first = str(row["error"]).splitlines()[0] if row["error"] else ""
-            console.print(f"  {row['agent']} H={row['horizon']} seed={row['seed']}: {first}")
+            data = "population" if row["n_train"] == 0 else f"n={row['n_train']}"
+            console.print(f"  {_env_name(row)} {row['agent']} H={row['horizon']} "
+                          f"seed={row['seed']} {data}: {first}", highlight=False, markup=False)
         return 1
     return 0
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked ``ntp-bench sweep`` command: what runs, where, and the output folder."""
+
+    configs: list[SweepConfig]
+    backend: Backend
+    out: Path
+    progress: bool
+
+
+def _plan(args: argparse.Namespace) -> SweepPlan:
+    configs = _configs_from_args(args)
+    _validate(configs)
+    backend = _backend_from_args(args)
+    out = Path(args.out or (f"runs/{args.preset}" if args.preset else "runs/sweep"))
+    return SweepPlan(configs, backend, out, not args.quiet)
+
+
+def plan_sweep(argv: Sequence[str]) -> SweepPlan:
+    """Check the arguments of ``ntp-bench sweep`` (``argv`` without ``sweep``): UsageError
+    (a ValueError) naming the flag for any bad one. Starts no worker and writes nothing."""
+    return _plan(build_parser().parse_args(["sweep", *argv]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ntp-bench`` argument parser."""
-    parser = argparse.ArgumentParser(prog="ntp-bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="ntp-bench", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="fit agents across horizons and score them")
     sweep.add_argument("--preset", help=f"a named sweep: {', '.join(preset_names())}")
@@ -181,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--oracle-starts", default="16",
                        help="random starts of the best-in-class search")
     sweep.add_argument("--out", help="output folder (default runs/<preset> or runs/sweep)")
+    sweep.add_argument("--backend", default="local", choices=BACKENDS,
+                       help="where jobs run: local (process pool, default), ray, serial "
+                            "(this process)")
+    sweep.add_argument("--workers", help="parallel workers (local: processes, default "
+                                         "min(cores, jobs); ray: CPUs of a local instance)")
+    sweep.add_argument("--address", help="Ray cluster address (host:port or auto); "
+                                         "default: start a local Ray instance")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     report = sub.add_parser("report", help="re-export CSV, plot and summary from a store")
     report.add_argument("--out", required=True, help="folder holding results.sqlite")
@@ -189,22 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ntp-bench``; returns the exit status."""
-    args = build_parser().parse_args(argv)
     console = Console(width=max(110, Console().width))
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "report":
             out = Path(args.out)
             if not output_paths(out)["store"].is_file():
                 raise UsageError(f"--out: no results.sqlite in {out}")
             return _report(out, None, console)
-        configs = _configs_from_args(args)
-        _validate(configs)
-        out = Path(args.out or (f"runs/{args.preset}" if args.preset else "runs/sweep"))
-        keys: list[str] = []
-        with ResultStore(output_paths(out)["store"]) as store:
-            for config in configs:
-                keys += run_sweep(config, store, progress=not args.quiet)
-        return _report(out, keys, console)
+        plan = _plan(args)
+        with ResultStore(output_paths(plan.out)["store"]) as store, plan.backend:
+            keys = run_sweep(plan.configs, store, backend=plan.backend, progress=plan.progress)
+        return _report(plan.out, keys, console)
+    except KeyboardInterrupt:
+        print("ntp-bench: interrupted; finished jobs are stored, rerun the same command to "
+              "resume", file=sys.stderr)
+        return 130
     except UsageError as err:
         print(f"ntp-bench: error: {err}", file=sys.stderr)
         return 2

@@ -4,8 +4,11 @@ The laws are ``P = mu x expert`` and ``Q = mu x learner`` with a shared prompt l
 Methods are tried in the order of :data:`METHODS`; each says whether it applies (and why
 not) and computes a :class:`DivergenceResult`. To add one (e.g. ``"stats"``, sufficient
 statistics for exchangeable laws), write a :class:`Method` and insert it into ``METHODS``
-at its place in the ``"auto"`` order: ``enumerate``, ``stats`` (sufficient statistics of
-binary exchangeable laws, :mod:`evaluation.sufficient_stats`), ``dp``, ``monte_carlo``.
+at its place in the ``"auto"`` order: ``deterministic`` (deterministic experts,
+:mod:`evaluation.deterministic`), ``enumerate``, ``stats`` (sufficient statistics of
+binary exchangeable laws, :mod:`evaluation.sufficient_stats`), ``chunk`` (chunk models
+against finite-state or count-law experts, :mod:`evaluation.chunk_dp`), ``dp``,
+``monte_carlo``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evaluation.chunk_dp import (
+    MAX_CHUNK_DP_ELEMENTS,
+    chunk_dp_elements,
+    count_law_chunk_divergences,
+    finite_state_chunk_divergences,
+)
+from evaluation.deterministic import deterministic_divergences, is_deterministic
 from evaluation.enumeration import MAX_SEQUENCES, enumerate_divergences
 from evaluation.finite_state_dp import finite_state_divergences
 from evaluation.monte_carlo import monte_carlo_divergences
 from evaluation.sufficient_stats import count_law_divergences
+from ntp_envs.chunk_tables import ChunkTables
 from ntp_envs.sequence_model import (
     CountLaw,
     FinitePrompts,
@@ -68,6 +79,22 @@ class Method:
     name: str
     unavailable: Callable[[Problem, bool], str | None]
     run: Callable[[Problem], DivergenceResult]
+
+
+# ------------------------------------------------------------------- deterministic expert
+
+
+def _deterministic_unavailable(problem: Problem, auto: bool) -> str | None:
+    if not is_deterministic(problem.expert, problem.prompts):
+        return f"{type(problem.expert).__name__} is not deterministic (deterministic_sequences)"
+    return None
+
+
+def _deterministic_run(problem: Problem) -> DivergenceResult:
+    est = deterministic_divergences(
+        problem.expert, problem.learner, problem.prompts, problem.n_samples, problem.rng
+    )
+    return DivergenceResult(*est, method="deterministic")
 
 
 # ------------------------------------------------------------------------- enumeration
@@ -187,6 +214,60 @@ def _dp_run(problem: Problem) -> DivergenceResult:
     return DivergenceResult(hellinger2, 0.0, kl, 0.0, None, None, "dp")
 
 
+# ------------------------------------------------------------------------ chunk models
+
+
+def _chunk_forms(problem: Problem) -> tuple[FiniteStateTables | CountLaw, ChunkTables] | str:
+    """Expert form (finite-state tables or count law) and the learner's chunk tables, aligned
+    with the prompt law, or why the chunk recursion does not apply."""
+    if not isinstance(problem.prompts, FinitePrompts):
+        return "the chunk recursion needs a FinitePrompts prompt law"
+    learner = problem.learner.chunk_tables()
+    if learner is None:
+        return f"{type(problem.learner).__name__} exposes no chunk_tables()"
+    own = getattr(problem.learner, "prompts", None)
+    if isinstance(own, FinitePrompts) and own.num_contexts == learner.num_contexts:
+        try:
+            index = own.index_of(problem.prompts.contexts)
+        except ValueError as err:
+            return f"{type(problem.learner).__name__} does not cover the prompt law: {err}"
+        if not np.array_equal(index, np.arange(learner.num_contexts)):
+            learner = learner.select_contexts(index)
+    elif learner.num_contexts != problem.prompts.num_contexts:
+        return (f"{type(problem.learner).__name__} has chunk tables for "
+                f"{learner.num_contexts} contexts, the prompt law has "
+                f"{problem.prompts.num_contexts}")
+    tables = _aligned_tables(problem.expert, problem.prompts)
+    if not isinstance(tables, str):
+        size = chunk_dp_elements(tables.memory, learner)
+        if size > MAX_CHUNK_DP_ELEMENTS:
+            return f"the chunk recursion needs C V^M V^K <= {MAX_CHUNK_DP_ELEMENTS}, got {size}"
+        return tables, learner
+    law = _aligned_count_law(problem.expert, problem.prompts)
+    if isinstance(law, str):
+        return f"the chunk recursion needs a finite-state or count-law expert ({tables}; {law})"
+    if learner.memory != 0:
+        return f"a count-law expert needs a memory-0 chunk model, got memory {learner.memory}"
+    return law, learner
+
+
+def _chunk_unavailable(problem: Problem, auto: bool) -> str | None:
+    forms = _chunk_forms(problem)
+    return forms if isinstance(forms, str) else None
+
+
+def _chunk_run(problem: Problem) -> DivergenceResult:
+    forms = _chunk_forms(problem)
+    assert not isinstance(forms, str) and isinstance(problem.prompts, FinitePrompts)
+    expert, learner = forms
+    log_mu = problem.prompts.log_probs
+    if isinstance(expert, FiniteStateTables):
+        hellinger2, kl = finite_state_chunk_divergences(expert, learner, log_mu)
+    else:
+        hellinger2, kl = count_law_chunk_divergences(expert, learner, log_mu)
+    return DivergenceResult(hellinger2, 0.0, kl, 0.0, None, None, "chunk")
+
+
 # ------------------------------------------------------------------------- Monte Carlo
 
 
@@ -198,8 +279,10 @@ def _monte_carlo_run(problem: Problem) -> DivergenceResult:
 
 
 METHODS: list[Method] = [
+    Method("deterministic", _deterministic_unavailable, _deterministic_run),
     Method("enumerate", _enumerate_unavailable, _enumerate_run),
     Method("stats", _stats_unavailable, _stats_run),
+    Method("chunk", _chunk_unavailable, _chunk_run),
     Method("dp", _dp_unavailable, _dp_run),
     Method("monte_carlo", lambda problem, auto: None, _monte_carlo_run),
 ]

@@ -1,7 +1,9 @@
 """The embedded result store: one SQLite file, one row per job, exportable to CSV/pandas.
 
 Each insert is its own transaction, so a sweep killed at any point leaves every finished
-job intact and nothing half-written; rerunning skips keys already stored.
+job intact and nothing half-written; rerunning skips keys already stored. Opening checks an
+existing file before writing anything: a foreign database or a damaged (e.g. truncated)
+store is a ValueError and is left untouched.
 """
 
 from __future__ import annotations
@@ -40,7 +42,18 @@ RESULT_COLUMNS: dict[str, str] = {
     "fit_seconds": "REAL",
     "eval_seconds": "REAL",
     "agent_info": "TEXT",
+    # tasks with a right answer (task.answer_length): greedy answer accuracy, held out
+    "answer_accuracy": "REAL",
+    "answer_accuracy_stderr": "REAL",
+    "answer_split": "TEXT",
+    # task-specific measurements as JSON (evaluation.accuracy.TASK_METRICS, e.g. PathStar)
+    "task_metrics": "TEXT",
 }
+ADDED_RESULT_COLUMNS = ("answer_accuracy", "answer_accuracy_stderr", "answer_split",
+                        "task_metrics")
+"""Nullable columns added after the first release: a store without them gets them on open."""
+APPLICATION_ID = 0x6E747067  # "ntpg" in the SQLite header: marks files written by this store
+SQLITE_HEADER = b"SQLite format 3\x00"
 ORACLE_COLUMNS: dict[str, str] = {
     "oracle_key": "TEXT PRIMARY KEY",
     "env_id": "TEXT NOT NULL",
@@ -75,15 +88,51 @@ class ResultStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder, not a result store file")
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not fresh:
+            with open(self.path, "rb") as handle:
+                if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                    raise ValueError(f"{self.path} is not a readable result store: "
+                                     "not an SQLite database (left untouched)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path)
         try:
-            self._conn = sqlite3.connect(self.path)
+            if not fresh:  # read-only checks first: a foreign or damaged file is never written
+                self._check_existing()
             self._conn.execute("PRAGMA journal_mode=WAL")
+            if fresh:
+                self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self._create("results", RESULT_COLUMNS)
             self._create("oracle", ORACLE_COLUMNS)
             self._check_schema()
         except sqlite3.DatabaseError as err:
-            raise ValueError(f"{self.path} is not a readable result store: {err}") from None
+            self._conn.close()
+            raise ValueError(f"{self.path} is not a readable result store: {err} "
+                             "(left untouched)") from None
+        except ValueError:
+            self._conn.close()
+            raise
+
+    def _check_existing(self) -> None:
+        """ValueError unless the file is an intact ntp-gym store (or an empty database)."""
+        app = self._conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in
+                  self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        legacy = app == 0 and (not tables or {"results", "oracle"} <= tables)  # or empty
+        ours = app == APPLICATION_ID or legacy
+        if not ours:
+            raise ValueError(f"{self.path} is an SQLite database but not an ntp-gym result store "
+                             f"(application_id {app}, tables {sorted(tables)}); left untouched: "
+                             "choose another --out")
+        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise ValueError(f"{self.path} is not a readable result store: integrity check "
+                             f"failed ({'; '.join(problems[:3])}); left untouched: restore it "
+                             "or choose another --out")
+        if tables:
+            self._check_schema()
 
     def _create(self, table: str, columns: dict[str, str]) -> None:
         spec = ", ".join(f"{name} {kind}" for name, kind in columns.items())
@@ -93,10 +142,15 @@ class ResultStore:
     def _check_schema(self) -> None:
         for table, columns in (("results", RESULT_COLUMNS), ("oracle", ORACLE_COLUMNS)):
             have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if table == "results" and RESULT_COLUMNS.keys() - have <= set(ADDED_RESULT_COLUMNS):
+                with self._conn:  # an older store: add the (nullable) newer columns
+                    for name in [c for c in ADDED_RESULT_COLUMNS if c not in have]:
+                        self._conn.execute(
+                            f"ALTER TABLE results ADD COLUMN {name} {RESULT_COLUMNS[name]}")
+                        have.add(name)
             missing = set(columns) - have
             if missing:
                 raise ValueError(f"{self.path}: table {table} lacks columns {sorted(missing)}")
-        self._conn.execute("PRAGMA quick_check").fetchall()
 
     def close(self) -> None:
         self._conn.close()

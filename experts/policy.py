@@ -1,4 +1,5 @@
-"""The task's expert as a policy on env observations (SB3 ``predict`` and imitation flavours)."""
+"""The task's expert (or any sequence model) as a policy on env observations (SB3 ``predict``
+and imitation flavours)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from imitation.policies.base import NonTrainablePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
 from ntp_envs.base import decode_observations
-from ntp_envs.sequence_model import sample_categorical
+from ntp_envs.sequence_model import SequenceModel, sample_categorical
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 
@@ -21,10 +22,17 @@ class ExpertPolicy:
 
     ``predict`` follows Stable-Baselines3: a single observation ``(D,)`` gives an action of
     shape ``()``, a batch ``(B, D)`` gives ``(B,)``; ``deterministic=True`` takes the argmax.
+    ``model`` replaces the expert by any sequence model of the task (e.g. a fitted policy).
     """
 
-    def __init__(self, task: SequenceTask, seed: int | np.random.Generator | None = None) -> None:
+    def __init__(self, task: SequenceTask, seed: int | np.random.Generator | None = None,
+                 model: SequenceModel | None = None) -> None:
+        model = task.expert if model is None else model
+        if (model.vocab_size, model.horizon) != (task.vocab_size, task.horizon):
+            raise ValueError(f"model must share the task's vocab_size {task.vocab_size} and "
+                             f"horizon {task.horizon}, got {model.vocab_size} and {model.horizon}")
         self.task = task
+        self.model = model
         self.rng = np.random.default_rng(seed)
 
     def seed(self, seed: int | np.random.Generator | None) -> None:
@@ -32,7 +40,7 @@ class ExpertPolicy:
         self.rng = np.random.default_rng(seed)
 
     def action_logprobs(self, observation: IntArray) -> FloatArray:
-        """Expert next-token log-probabilities ``(B, V)`` (a single observation gives B = 1)."""
+        """Next-token log-probabilities ``(B, V)`` (a single observation gives B = 1)."""
         prompts, positions, padded = decode_observations(self.task, observation)
         horizon, vocab = self.task.horizon, self.task.vocab_size
         bad = (positions < 0) | (positions >= horizon)
@@ -44,7 +52,7 @@ class ExpertPolicy:
         out = np.empty((len(positions), vocab), dtype=np.float64)
         for h in np.unique(positions):
             rows = np.flatnonzero(positions == h)
-            out[rows] = self.task.expert.next_token_logprobs(prompts[rows], padded[rows, :h])
+            out[rows] = self.model.next_token_logprobs(prompts[rows], padded[rows, :h])
         return out
 
     def predict(
@@ -67,7 +75,8 @@ class ExpertPolicy:
 
 
 class ImitationExpert(NonTrainablePolicy):
-    """The expert as an SB3 ``BasePolicy`` (for imitation's ``rollout`` and DAgger).
+    """The expert (or ``model``, any sequence model of the task) as an SB3 ``BasePolicy``
+    (for imitation's ``rollout`` and DAgger, SB3's ``evaluate_policy``).
 
     ``_predict`` is batched over the observations and honours ``deterministic``;
     ``_choose_action`` is the single-observation form imitation's base class defines.
@@ -79,9 +88,10 @@ class ImitationExpert(NonTrainablePolicy):
         action_space: gym.Space,
         task: SequenceTask,
         seed: int | np.random.Generator | None = None,
+        model: SequenceModel | None = None,
     ) -> None:
         super().__init__(observation_space=observation_space, action_space=action_space)
-        self.expert = ExpertPolicy(task, seed)
+        self.expert = ExpertPolicy(task, seed, model)
 
     @property
     def task(self) -> SequenceTask:

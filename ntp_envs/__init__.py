@@ -22,11 +22,22 @@ ENTRY_POINTS: dict[str, str] = {
     "ntp_envs/ARLinear-v0": "ntp_envs.ar_linear:ARLinearEnv",
     "ntp_envs/MixtureProduct-v0": "ntp_envs.mixture_product:MixtureProductEnv",
     "ntp_envs/FiniteClassBarrier-v0": "ntp_envs.finite_class_barrier:FiniteClassBarrierEnv",
+    "ntp_envs/ParityCoT-v0": "ntp_envs.parity_cot:ParityCoTEnv",
+    "ntp_envs/MultiplicationCoT-v0": "ntp_envs.multiplication_cot:MultiplicationCoTEnv",
+    "ntp_envs/PathStar-v0": "ntp_envs.path_star:PathStarEnv",
 }
+
+
+def vector_entry_point(env_id: str) -> str:
+    """The registry's ``vector_entry_point`` of ``env_id``: a natively batched vector env
+    (:mod:`ntp_envs.vector`, imported only when one is made)."""
+    return "ntp_envs.vector:" + env_id.rsplit("/", 1)[-1].replace("-", "_")
+
 
 for _env_id, _entry in ENTRY_POINTS.items():
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point=_entry)
+        gym.register(id=_env_id, entry_point=_entry,
+                     vector_entry_point=vector_entry_point(_env_id))
 
 
 def registered_env_ids() -> list[str]:
@@ -51,4 +62,5 @@ __all__ = [
     "SequenceTask",
     "make_task",
     "registered_env_ids",
+    "vector_entry_point",
 ]

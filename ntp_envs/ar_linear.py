@@ -15,6 +15,7 @@ from ntp_envs.validation import check_float, check_int, reject_unknown
 
 ENV_ID = "ntp_envs/ARLinear-v0"
 MAX_EXPERT_STATES = 2**16
+MAX_TABLE_ENTRIES = 2**24  # expert table / feature projection size: bounds memory (~128 MiB)
 OUT_OF_CLASS_SCALE = 1.0
 
 DEFAULTS: dict[str, Any] = {
@@ -45,6 +46,12 @@ def make_ar_linear_task(**kwargs: Any) -> SequenceTask:
             f"expert_memory must satisfy vocab_size**expert_memory <= {MAX_EXPERT_STATES}, "
             f"got {vocab}**{k}"
         )
+    entries = n_ctx * min(k + 1, horizon) * vocab ** (k + 1)
+    if entries > MAX_TABLE_ENTRIES:
+        raise ValueError(
+            "num_contexts * min(expert_memory + 1, horizon) * vocab_size**(expert_memory + 1) "
+            f"(the expert's table) must be <= {MAX_TABLE_ENTRIES}, got {entries}"
+        )
     eps = check_float("misspecification", p["misspecification"], 0.0, 1.0)
     seed = check_int("task_seed", p["task_seed"], 0)
     rng = np.random.default_rng(seed)
@@ -64,7 +71,8 @@ def make_ar_linear_task(**kwargs: Any) -> SequenceTask:
     full_dim = (n_ctx + m * vocab) * vocab
     projection = None
     if p["feature_dim"] is not None:
-        d = check_int("feature_dim", p["feature_dim"], 1, full_dim)
+        d = check_int("feature_dim", p["feature_dim"], 1, min(full_dim,
+                                                               MAX_TABLE_ENTRIES // full_dim))
         projection = rng.normal(0.0, 1.0 / np.sqrt(d), size=(d, full_dim))
     learner_class = LinearSoftmaxClass(prompts, vocab, m, horizon, projection)
     theta = rng.normal(0.0, 1.0, size=learner_class.dim)
@@ -129,8 +137,10 @@ class ARLinearEnv(SequenceEnv):
     ## Arguments
     ``horizon`` (64, >= 1), ``vocab_size`` (2, in [2, 64]), ``num_contexts`` (4),
     ``learner_memory`` (1, >= 0), ``expert_memory`` (3, >= learner_memory,
-    ``vocab_size**expert_memory <= 65536``), ``misspecification`` (0.5, in [0, 1]),
-    ``feature_dim`` (None = full features, else in [1, (C + m V) V]), ``context_probs``
+    ``vocab_size**expert_memory <= 65536`` and the expert's table
+    ``C * min(expert_memory + 1, H) * V**(expert_memory + 1) <= 2**24`` entries),
+    ``misspecification`` (0.5, in [0, 1]), ``feature_dim`` (None = full features, else in
+    [1, (C + m V) V] with ``feature_dim * (C + m V) V <= 2**24``), ``context_probs``
     (None = uniform), ``task_seed`` (0): the expert and features are a function of it.
 
     ## Version History

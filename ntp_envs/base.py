@@ -10,6 +10,10 @@ from gymnasium import spaces
 
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import IntArray
+from ntp_envs.validation import check_int
+
+MAX_HORIZON = 2**20
+"""Longest episode an env accepts: its observation holds the whole prefix (``H`` integers)."""
 
 
 def observation_space(task: SequenceTask) -> spaces.MultiDiscrete:
@@ -69,6 +73,7 @@ class SequenceEnv(gym.Env[IntArray, np.int64]):
                 f"render_mode must be one of {self.metadata['render_modes']} or None, "
                 f"got {render_mode!r}"
             )
+        check_int("horizon", task.horizon, 1, MAX_HORIZON)
         self.task = task
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(task.vocab_size)

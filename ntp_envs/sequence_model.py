@@ -25,20 +25,27 @@ Conventions (used everywhere in the suite):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import gammaln, logsumexp
 
 from ntp_envs.type_aliases import FloatArray, IntArray
 
+if TYPE_CHECKING:
+    from ntp_envs.chunk_tables import ChunkTables
+
 __all__ = [
     "CountLaw",
+    "DeterministicModel",
     "FinitePrompts",
     "FiniteStateModel",
     "FiniteStateTables",
     "PromptDistribution",
     "SequenceModel",
+    "UniformPrompts",
     "sample_categorical",
     "window_states",
 ]
@@ -146,6 +153,15 @@ class SequenceModel(ABC):
 
     def count_law(self) -> CountLaw | None:
         """Sufficient-statistic form for binary exchangeable models (``None`` otherwise)."""
+        return None
+
+    def chunk_tables(self) -> ChunkTables | None:
+        """Chunk-by-chunk form (:mod:`ntp_envs.chunk_tables`), where the model has one."""
+        return None
+
+    def deterministic_sequences(self, prompts: IntArray) -> IntArray | None:
+        """The one sequence ``(B, H)`` a deterministic model emits per prompt (``None`` when
+        the model is not deterministic)."""
         return None
 
     def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
@@ -375,3 +391,93 @@ class FiniteStateModel(SequenceModel):
 
     def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
         return self.tables.sample(self.prompts.index_of(prompts), rng)
+
+
+@dataclass(frozen=True)
+class UniformPrompts(FinitePrompts):
+    """The uniform law over the rows of ``contexts``, for large supports (``log_probs`` is
+    derived): ``O(n)`` sampling and ``O(B log C)`` :meth:`index_of` (rows must be distinct)."""
+
+    log_probs: FloatArray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        contexts = np.asarray(self.contexts, dtype=np.int64)
+        if contexts.ndim != 2 or contexts.shape[0] < 1:
+            raise ValueError(f"contexts must have shape (C >= 1, L), got {contexts.shape}")
+        object.__setattr__(self, "log_probs", np.full(len(contexts), -np.log(len(contexts))))
+        super().__post_init__()
+        keys = self._keys(self.contexts)
+        order = np.argsort(keys, kind="stable")
+        if (keys[order][1:] == keys[order][:-1]).any():
+            raise ValueError("contexts must be distinct rows")
+        object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_sorted_keys", keys[order])
+
+    def _keys(self, rows: IntArray) -> np.ndarray:
+        """One sortable key per row: its bytes (exact, any token range)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        return rows.view(np.dtype((np.void, rows.shape[1] * 8))).ravel()
+
+    def sample_index(self, n: int, rng: np.random.Generator) -> IntArray:
+        return rng.integers(0, self.num_contexts, size=n, dtype=np.int64)
+
+    def index_of(self, prompts: IntArray) -> IntArray:
+        prompts = np.asarray(prompts, dtype=np.int64)
+        if prompts.ndim != 2 or prompts.shape[1] != self.prompt_length:
+            raise ValueError(
+                f"prompts must have shape (B, {self.prompt_length}), got {prompts.shape}"
+            )
+        keys = self._keys(prompts)
+        pos = np.minimum(np.searchsorted(self._sorted_keys, keys), self.num_contexts - 1)
+        found = self._sorted_keys[pos] == keys
+        if not found.all():
+            bad = prompts[~found][0].tolist()
+            raise ValueError(f"prompt {bad} is not in the support of this prompt law")
+        return self._order[pos].astype(np.int64)
+
+
+class DeterministicModel(SequenceModel):
+    """The expert that emits ``sequences(x)`` for prompt ``x``: ``pi_h(a | x, a_{<h}) = 1`` iff
+    ``a`` is token ``h`` of ``sequences(x)`` (whatever the prefix, i.e. open loop).
+
+    Its sequence law is a point mass per prompt, which the evaluator scores exactly
+    (``method="deterministic"``) from ``log Q(sequences(x) | x)`` alone.
+    """
+
+    def __init__(
+        self,
+        sequences: Callable[[IntArray], IntArray],
+        vocab_size: int,
+        horizon: int,
+        prompt_length: int,
+    ) -> None:
+        self._sequences = sequences
+        self.vocab_size = int(vocab_size)
+        self.horizon = int(horizon)
+        self.prompt_length = int(prompt_length)
+
+    def deterministic_sequences(self, prompts: IntArray) -> IntArray:
+        prompts = np.asarray(prompts, dtype=np.int64)
+        if prompts.ndim != 2 or prompts.shape[1] != self.prompt_length:
+            raise ValueError(
+                f"prompts must have shape (B, {self.prompt_length}), got {prompts.shape}"
+            )
+        return np.asarray(self._sequences(prompts), dtype=np.int64)
+
+    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
+        h = prefixes.shape[1]
+        if h >= self.horizon:
+            raise ValueError(f"prefix length must be < horizon {self.horizon}, got {h}")
+        target = self.deterministic_sequences(prompts)[:, h]
+        out = np.full((len(target), self.vocab_size), -np.inf)
+        out[np.arange(len(target)), target] = 0.0
+        return out
+
+    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
+        tokens = self._check_tokens(tokens)
+        target = self.deterministic_sequences(prompts)[:, : tokens.shape[1]]
+        return np.where(tokens == target, 0.0, -np.inf)
+
+    def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
+        return self.deterministic_sequences(prompts)

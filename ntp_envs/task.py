@@ -22,6 +22,9 @@ class SequenceTask:
     ``learner_class`` is the class ``Pi`` that ``C_apx`` is measured against (``None`` when
     the task defines none); ``well_specified_theta`` is a parameter of that class that
     reproduces the expert exactly when the task is well-specified (``None`` otherwise).
+    Tasks with a right answer set ``answer_length`` (the answer is the last that many tokens
+    of the expert's sequence) and may set ``test_prompts``, a held-out prompt law disjoint
+    from ``prompts`` on which answer accuracy is measured (``prompts`` when ``None``).
     """
 
     env_id: str
@@ -35,6 +38,8 @@ class SequenceTask:
     well_specified_theta: FloatArray | None = None
     reward_doc: str = "log-probability of the emitted token under the expert"
     extras: dict[str, Any] = field(default_factory=dict)
+    answer_length: int | None = None
+    test_prompts: PromptDistribution | None = None
 
     def reward(self, prompt: IntArray, prefix: IntArray, action: int) -> float:
         """Reward for emitting ``action`` after ``prefix``: the expert's token log-probability,

@@ -1,0 +1,336 @@
+"""CoT tasks (ParityCoT, MultiplicationCoT), full-context learners and deterministic evaluation."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+import agents.linear_ar as linear_ar_module
+from agents import load_policy, make_agent
+from agents.context_models import ContextOneHot, position_rows, training_sequences
+from agents.linear_ar import LinearAR
+from agents.logistic import fit_logistic
+from evaluation.accuracy import answer_accuracy, greedy_decode
+from evaluation.cli import main
+from evaluation.divergences import divergence
+from evaluation.store import ResultStore
+from experts import collect_demonstrations
+from ntp_envs import make_task
+from ntp_envs.multiplication_cot import (
+    PAIR0,
+    format_sequence,
+    held_out,
+    multiplication_sequences,
+    operands,
+    parse_sequence,
+    read_answer,
+)
+from ntp_envs.parity_cot import format_sequence as parity_format
+from ntp_envs.parity_cot import parse_sequence as parity_parse
+from ntp_envs.sequence_model import FinitePrompts, UniformPrompts
+
+PARITY = "ntp_envs/ParityCoT-v0"
+MULT = "ntp_envs/MultiplicationCoT-v0"
+
+
+# ------------------------------------------------------------------ generators are right
+
+
+@pytest.mark.parametrize("cot", ["none", "count", "xor"])
+@pytest.mark.parametrize("stride", [1, 3, 7])
+def test_parity_generator_matches_brute_force(cot: str, stride: int) -> None:
+    if cot == "none" and stride != 1:
+        return
+    task = make_task(PARITY, num_bits=7, subset_size=4, cot=cot, cot_stride=stride, task_seed=3)
+    subset = task.extras["subset"]
+    prompts = task.prompts.sample(300, np.random.default_rng(0))
+    tokens = task.expert.deterministic_sequences(prompts)
+    assert tokens.shape == (300, task.horizon)
+    ends = [min(j * stride, 7) for j in range(1, -(-7 // stride) + 1)]
+    for x, seq in zip(prompts, tokens, strict=True):
+        counts = [sum(int(x[i]) for i in subset if i < t) for t in ends]
+        expected = {"none": [], "count": counts, "xor": [c % 2 for c in counts]}[cot]
+        assert seq.tolist() == [*expected, sum(int(x[i]) for i in subset) % 2]
+        back_prompt, back_tokens = parity_parse(parity_format(x, seq))
+        np.testing.assert_array_equal(back_prompt, x)
+        np.testing.assert_array_equal(back_tokens, seq)
+    assert task.horizon == (1 if cot == "none" else len(ends) + 1)
+    assert task.vocab_size == (5 if cot == "count" else 2)
+
+
+def test_parity_prompt_law_lists_every_bit_string() -> None:
+    task = make_task(PARITY, num_bits=5, subset_size=2)
+    assert isinstance(task.prompts, UniformPrompts) and task.prompts.num_contexts == 32
+    assert len({tuple(row) for row in task.prompts.contexts}) == 32
+    sampled = task.prompts.sample(1000, np.random.default_rng(1))
+    index = task.prompts.index_of(sampled)
+    np.testing.assert_array_equal(task.prompts.contexts[index], sampled)
+    assert np.bincount(index, minlength=32).min() > 10  # uniform
+
+
+@pytest.mark.parametrize("num_digits", [1, 2, 3])
+@pytest.mark.parametrize("pair_tokens", [False, True])
+def test_multiplication_long_cot_is_right(num_digits: int, pair_tokens: bool) -> None:
+    task = make_task(MULT, num_digits=num_digits, pair_tokens=pair_tokens)
+    prompts = np.concatenate([task.prompts.sample(100, np.random.default_rng(0)),
+                              task.test_prompts.sample(100, np.random.default_rng(1))])
+    tokens = task.expert.deterministic_sequences(prompts)
+    assert tokens.shape == (200, task.horizon)
+    a_values, b_values = operands(prompts, num_digits)
+    pairs = list(itertools.product(range(num_digits), range(num_digits)))
+    for x, seq, a, b in zip(prompts, tokens, a_values, b_values, strict=True):
+        text = format_sequence(x, seq, num_digits)
+        back_prompt, back_tokens = parse_sequence(text)  # the text form round-trips
+        np.testing.assert_array_equal(back_prompt, x)
+        np.testing.assert_array_equal(back_tokens, seq)
+        head, expansion, products, partials, answer = text.split(" = ")
+        assert head == f"{a} x {b}"
+        # both operands expanded into digit x place terms, least significant first
+        terms = [f"{(v // 10**i) % 10} x {' '.join('1' + '0' * i)}" for v in (a, b)
+                 for i in range(num_digits)]
+        left, right = terms[:num_digits], terms[num_digits:]
+        assert expansion == f"( {' + '.join(left)} ) x ( {' + '.join(right)} )"
+        # the digit-pair products with their places, then the zero-padded partial products
+        sep = "x" if pair_tokens else " x "
+        assert products.split(" + ") == [
+            f"{(a // 10**i) % 10}{sep}{(b // 10**j) % 10} x {' '.join('1' + '0' * i)} x "
+            f"{' '.join('1' + '0' * j)}" for i, j in pairs]
+        values = [int(p.replace(" ", "")) for p in partials.split(" + ")]
+        widths = [len(p.replace(" ", "")) for p in partials.split(" + ")]
+        assert values == [((a // 10**i) % 10) * ((b // 10**j) % 10) * 10 ** (i + j)
+                          for i, j in pairs]
+        assert widths == [i + j + 2 for i, j in pairs]
+        assert sum(values) == a * b == int(answer.replace(" ", ""))
+        assert len(answer.split()) == 2 * num_digits
+    np.testing.assert_array_equal(read_answer(tokens, num_digits), a_values * b_values)
+    assert tokens.max() < task.vocab_size and (tokens >= PAIR0).any() == pair_tokens
+
+
+def test_multiplication_without_cot_is_the_answer() -> None:
+    task = make_task(MULT, num_digits=2, cot="none")
+    prompts = task.prompts.sample(500, np.random.default_rng(0))
+    tokens = task.expert.deterministic_sequences(prompts)
+    a, b = operands(prompts, 2)
+    assert task.horizon == 4 and task.vocab_size == 10 and task.answer_length == 4
+    np.testing.assert_array_equal(read_answer(tokens, 2), a * b)
+    assert multiplication_sequences(prompts, 2, "long").shape[1] == 78
+
+
+@pytest.mark.parametrize("num_digits", [1, 2, 3])
+def test_train_and_test_pairs_are_disjoint(num_digits: int) -> None:
+    def pairs(prompts: np.ndarray) -> np.ndarray:
+        a, b = operands(prompts, num_digits)
+        return a * 10**num_digits + b
+
+    task = make_task(MULT, num_digits=num_digits, split_seed=4)
+    train, test = pairs(task.prompts.contexts), pairs(task.test_prompts.contexts)
+    assert not np.intersect1d(train, test).size
+    every = np.arange(10 ** (num_digits - 1), 10**num_digits)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, test])),
+                                  (every[:, None] * 10**num_digits + every[None, :]).ravel())
+    assert 0.15 < len(test) / (len(train) + len(test)) < 0.35  # test_fraction 0.25
+    other = make_task(MULT, num_digits=num_digits, split_seed=5)
+    assert not np.array_equal(np.sort(pairs(other.test_prompts.contexts)), np.sort(test))
+
+
+def test_sampled_splits_stay_disjoint_beyond_listing() -> None:
+    task = make_task(MULT, num_digits=4, cot="none")
+    rng = np.random.default_rng(0)
+    train, test = task.prompts.sample(2000, rng), task.test_prompts.sample(2000, rng)
+    assert not held_out(*operands(train, 4), 0.25, 0).any()
+    assert held_out(*operands(test, 4), 0.25, 0).all()
+    assert (train[:, 0] > 0).all() and (test[:, 4] > 0).all()  # 4-digit operands
+
+
+@pytest.mark.parametrize(("env_id", "kwargs", "name"), [
+    (PARITY, {"num_bits": 0}, "num_bits"),
+    (PARITY, {"num_bits": 4, "subset_size": 5}, "subset_size"),
+    (PARITY, {"subset_size": 0}, "subset_size"),
+    (PARITY, {"cot": "scratchpad"}, "cot"),
+    (PARITY, {"cot": "none", "cot_stride": 2}, "cot_stride"),
+    (PARITY, {"cot_stride": 0}, "cot_stride"),
+    (PARITY, {"horizon": 3}, "horizon"),
+    (PARITY, {"foo": 1}, "foo"),
+    (MULT, {"num_digits": 0}, "num_digits"),
+    (MULT, {"num_digits": 5}, "num_digits"),
+    (MULT, {"cot": "short"}, "cot"),
+    (MULT, {"test_fraction": 1.0}, "test_fraction"),
+    (MULT, {"cot": "none", "pair_tokens": True}, "pair_tokens"),
+    (MULT, {"horizon": 4}, "horizon"),
+])
+def test_bad_arguments_name_the_parameter(env_id: str, kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        gym.make(env_id, **kwargs)
+
+
+def test_env_reward_is_zero_for_expert_tokens_only() -> None:
+    env = gym.make(PARITY, num_bits=6, subset_size=3, cot="count")
+    obs, info = env.reset(seed=0)
+    expert = env.unwrapped.task.expert.deterministic_sequences(info["prompt"][None])[0]
+    _, reward, _, _, _ = env.step(int(expert[0]))
+    assert reward == 0.0
+    _, reward, _, _, _ = env.step(int(expert[1] + 1) % env.action_space.n)
+    assert reward == -100.0
+
+
+# ------------------------------------------------- deterministic experts: exact evaluation
+
+
+def _fitted(task, n: int = 300, seed: int = 0):
+    return LinearAR(l2=1e-2).fit(task, collect_demonstrations(task, n, seed))
+
+
+def test_deterministic_method_matches_enumeration_and_monte_carlo() -> None:
+    task = make_task(PARITY, num_bits=4, subset_size=2, cot="count", cot_stride=2)
+    learner = _fitted(task, 40)
+    exact = divergence(task.expert, learner, task.prompts)
+    assert exact.method == "deterministic" and exact.hellinger2_stderr == 0.0
+    enumerated = divergence(task.expert, learner, task.prompts, method="enumerate")
+    for key in ("hellinger2", "kl", "tv"):
+        assert getattr(exact, key) == pytest.approx(getattr(enumerated, key), rel=1e-9)
+    assert 0.0 < exact.hellinger2 < 2.0
+    # the closed form over the support: 2 - 2 E_x sqrt(Q(tau*(x) | x))
+    x = task.prompts.contexts
+    log_q = learner.sequence_logprob(x, task.expert.deterministic_sequences(x))
+    assert exact.hellinger2 == pytest.approx(2 - 2 * np.mean(np.exp(log_q / 2)), rel=1e-12)
+    assert exact.kl == pytest.approx(-np.mean(log_q), rel=1e-12)
+    sampled = divergence(task.expert, learner, task.prompts, method="monte_carlo",
+                         n_samples=4000, rng=1)
+    assert abs(sampled.hellinger2 - exact.hellinger2) < 4 * sampled.hellinger2_stderr + 1e-12
+
+
+def test_deterministic_method_samples_prompts_beyond_the_listing_limit(monkeypatch) -> None:
+    import evaluation.deterministic as det
+
+    task = make_task(PARITY, num_bits=6, subset_size=3, cot="count")
+    learner = _fitted(task, 100)
+    exact = divergence(task.expert, learner, task.prompts)
+    monkeypatch.setattr(det, "MAX_EXACT_TOKENS", 10)
+    sampled = divergence(task.expert, learner, task.prompts, n_samples=3000, rng=0)
+    assert sampled.method == "deterministic" and sampled.hellinger2_stderr > 0
+    assert abs(sampled.hellinger2 - exact.hellinger2) < 4 * sampled.hellinger2_stderr
+    assert abs(sampled.kl - exact.kl) < 4 * sampled.kl_stderr
+
+
+def test_expert_scores_perfectly_against_itself() -> None:
+    task = make_task(MULT, num_digits=1)
+    result = divergence(task.expert, task.expert, task.prompts)
+    assert (result.hellinger2, result.kl, result.tv) == (0.0, 0.0, 0.0)
+    acc = answer_accuracy(task, task.expert)
+    assert acc.accuracy == 1.0 and acc.split == "test" and acc.stderr == 0.0
+
+
+# ------------------------------------------------------------------- the learners
+
+
+def test_linear_ar_reuses_the_suite_solver(monkeypatch) -> None:
+    assert linear_ar_module.fit_logistic is fit_logistic
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return fit_logistic(*args, **kwargs)
+
+    monkeypatch.setattr(linear_ar_module, "fit_logistic", counting)
+    task = make_task(PARITY, num_bits=5, subset_size=2, cot="xor")
+    LinearAR().fit(task, collect_demonstrations(task, 50, 0))
+    assert len(calls) == task.horizon  # one exact multinomial regression per position
+
+
+def test_linear_ar_observed_inputs_give_the_full_regression() -> None:
+    """Unobserved inputs get weight 0: fitting on the observed ones only is the same fit."""
+    task = make_task(PARITY, num_bits=4, subset_size=2, cot="count")
+    policy = LinearAR(l2=1e-3).fit(task, None)  # population: every prompt, weight mu
+    encoding = ContextOneHot.of(task)
+    prompts, tokens, weights = training_sequences(task, None)
+    for h in range(task.horizon):
+        active = encoding.active(prompts, tokens[:, :h])
+        rows, counts = position_rows(active, tokens[:, h], weights, task.vocab_size)
+        full = fit_logistic(rows, counts, encoding.num_inputs(h), l2=1e-3)
+        weights_full = full.theta.reshape(encoding.num_inputs(h), task.vocab_size)
+        np.testing.assert_allclose(weights_full[policy.inputs[h].observed], policy.weights[h],
+                                   atol=1e-8)
+        unseen = np.setdiff1d(np.arange(encoding.num_inputs(h)), policy.inputs[h].observed)
+        assert np.abs(weights_full[unseen]).max(initial=0.0) < 1e-12
+
+
+def test_quick_parity_reproduction_count_learns_none_does_not() -> None:
+    accuracy = {}
+    for cot in ("none", "count", "xor"):
+        task = make_task(PARITY, num_bits=10, subset_size=5, cot=cot)
+        policy = LinearAR().fit(task, collect_demonstrations(task, 1000, 0))
+        accuracy[cot] = answer_accuracy(task, policy).accuracy  # exact over 1024 prompts
+    assert accuracy["count"] >= 0.97
+    assert abs(accuracy["none"] - 0.5) <= 0.1
+    assert abs(accuracy["xor"] - 0.5) <= 0.1
+
+
+def test_policies_save_and_load_without_pickle(tmp_path) -> None:
+    task = make_task(PARITY, num_bits=6, subset_size=3, cot="count", cot_stride=2)
+    demos = collect_demonstrations(task, 200, 0)
+    x = task.prompts.contexts
+    tau = task.expert.deterministic_sequences(x)
+    for name in ("linear-ar", "mlp-ar"):
+        agent = make_agent(name)
+        if name == "mlp-ar":
+            agent.epochs = 2
+        policy = agent.fit(task, demos, np.random.default_rng(0))
+        path = policy.save(tmp_path / f"{name}.npz")
+        with np.load(path, allow_pickle=False) as data:
+            assert "metadata" in data.files
+        loaded = load_policy(path)
+        assert type(loaded) is type(policy)
+        np.testing.assert_allclose(loaded.token_logprobs(x, tau), policy.token_logprobs(x, tau),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(greedy_decode(loaded, x), greedy_decode(policy, x))
+
+
+def test_mlp_ar_learns_a_small_count_cot() -> None:
+    task = make_task(PARITY, num_bits=6, subset_size=3, cot="count")
+    policy = make_agent("mlp-ar")
+    policy.epochs = 15
+    fitted = policy.fit(task, collect_demonstrations(task, 500, 0), np.random.default_rng(0))
+    assert answer_accuracy(task, fitted).accuracy >= 0.95
+    assert fitted.info["train_log_loss_per_token"] < 0.05
+
+
+# ------------------------------------------------------------- sweep, store, report
+
+
+def test_sweep_stores_answer_accuracy_and_plots_it(tmp_path) -> None:
+    out = tmp_path / "cot"
+    argv = ["sweep", "--env", PARITY, "--env-kwargs", '{"num_bits": 6, "subset_size": 3}',
+            "--agents", "linear-ar", "--horizons", "7", "--seeds", "2", "--n-train", "300",
+            "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    frame = pd.read_csv(out / "results.csv")
+    assert (frame["status"] == "ok").all() and len(frame) == 2
+    assert frame["answer_accuracy"].between(0.9, 1.0).all()
+    assert (frame["answer_accuracy_stderr"] == 0).all() and (frame["answer_split"] == "train").all()
+    assert (frame["eval_method"] == "deterministic").all()
+    assert (out / "answer_accuracy.png").stat().st_size > 10_000
+
+
+def test_store_without_answer_columns_gains_them(tmp_path) -> None:
+    path = tmp_path / "results.sqlite"
+    with ResultStore(path):
+        pass
+    with sqlite3.connect(path) as conn:  # an older store: drop the newer columns
+        for column in ("answer_accuracy", "answer_accuracy_stderr", "answer_split"):
+            conn.execute(f"ALTER TABLE results DROP COLUMN {column}")
+    with ResultStore(path) as store:
+        assert "answer_accuracy" in store.results().columns
+
+
+def test_uniform_prompts_reject_bad_input() -> None:
+    prompts = UniformPrompts(np.array([[0, 1], [1, 1]]))
+    assert isinstance(prompts, FinitePrompts)
+    with pytest.raises(ValueError, match="support"):
+        prompts.index_of(np.array([[1, 0]]))
+    with pytest.raises(ValueError, match="distinct"):
+        UniformPrompts(np.array([[0, 1], [0, 1]]))

@@ -1,0 +1,247 @@
+"""Corrupt or foreign inputs: result stores, saved agents, datasets. Clear ValueErrors, no
+pickle, nothing overwritten."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import LogLossBC, agent_names, load_policy, make_agent
+from evaluation.cli import main
+from evaluation.store import RESULT_COLUMNS, ResultStore
+from experts import collect_demonstrations
+from experts.demonstrations import Demonstrations
+from ntp_envs import make_task
+from ntp_envs.archive import load_archive, save_archive
+
+BARRIER = "ntp_envs/FiniteClassBarrier-v0"
+AR_LINEAR = "ntp_envs/ARLinear-v0"
+SWEEP = ["sweep", "--env", BARRIER, "--agents", "logloss", "--horizons", "8", "--seeds", "1",
+         "--n-train", "50", "--backend", "serial", "--quiet"]
+
+
+def _row(i: int) -> dict:
+    return {"job_key": f"job-{i}", "env_id": BARRIER, "env_kwargs": "{}", "horizon": 8,
+            "agent": "logloss", "seed": i, "n_train": 50, "status": "ok", "error": None,
+            "hellinger2": 0.1, "agent_info": "x" * 500}
+
+
+@pytest.fixture
+def full_store(tmp_path: Path) -> Path:
+    """A valid store of 200 rows (many pages), closed and checkpointed."""
+    path = tmp_path / "out" / "results.sqlite"
+    with ResultStore(path) as store:
+        for i in range(200):
+            store.put_result(_row(i))
+    assert not Path(f"{path}-wal").exists()
+    return path
+
+
+@pytest.mark.parametrize("keep", [20, 100, 4096, 0.5, 0.9])
+def test_truncated_store_is_a_clear_error_and_left_untouched(full_store: Path, keep: float,
+                                                             capsys) -> None:
+    data = full_store.read_bytes()
+    cut = data[: int(keep * len(data)) if isinstance(keep, float) else keep]
+    full_store.write_bytes(cut)
+    csv = full_store.with_name("results.csv")
+    csv.write_text("earlier export\n")
+    with pytest.raises(ValueError, match="not a readable result store"):
+        ResultStore(full_store)
+    out = str(full_store.parent)
+    assert main([*SWEEP, "--out", out]) == 1
+    assert main(["report", "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.count("not a readable result store") == 2
+    assert full_store.read_bytes() == cut  # nothing written to the damaged store ...
+    assert csv.read_text() == "earlier export\n"  # ... nor over the earlier export
+    assert not full_store.with_name("divergence_vs_horizon.png").exists()
+
+
+def test_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('ada')")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="not an ntp-gym result store"):
+        ResultStore(path)
+    assert main([*SWEEP, "--out", str(tmp_path)]) == 1
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+    conn.close()
+    assert tables == ["users"]
+
+
+def test_store_without_marker_from_an_earlier_version_still_opens(tmp_path: Path) -> None:
+    path = tmp_path / "results.sqlite"
+    spec = ", ".join(f"{name} {kind}" for name, kind in RESULT_COLUMNS.items())
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE results ({spec})")
+        conn.execute("CREATE TABLE oracle (oracle_key TEXT PRIMARY KEY, env_id TEXT, "
+                     "env_kwargs TEXT, horizon INTEGER, best_in_class_hellinger2 REAL, "
+                     "oracle_method TEXT, oracle_agreement REAL, oracle_seconds REAL, "
+                     "local_optima TEXT)")
+    conn.close()
+    with ResultStore(path) as store:
+        store.put_result(_row(0))
+        assert store.done_keys() == {"job-0"}
+
+
+def test_folder_in_place_of_the_store(tmp_path: Path) -> None:
+    (tmp_path / "results.sqlite").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        ResultStore(tmp_path / "results.sqlite")
+
+
+# --- saved agents ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict[str, Path]:
+    """A linear-softmax policy (ARLinear) and a finite-class member (barrier), saved."""
+    folder = tmp_path_factory.mktemp("policies")
+    paths = {}
+    for kind, env in [("linear", AR_LINEAR), ("finite", BARRIER)]:
+        task = make_task(env, horizon=8)
+        policy = LogLossBC().fit(task, collect_demonstrations(task, 200, 0))
+        paths[kind] = policy.save(folder / f"{kind}.npz")
+    return paths
+
+
+def _tamper(source: Path, target: Path, arrays: dict | None = None, meta: dict | None = None,
+            drop: str | None = None) -> Path:
+    have, info = load_archive(source)
+    have.update(arrays or {})
+    info.update(meta or {})
+    if drop:
+        have.pop(drop, None)
+        info.pop(drop, None)
+    return save_archive(target, have, info)
+
+
+@pytest.mark.parametrize("kind, arrays, meta, drop, message", [
+    ("linear", {"theta": np.zeros(3)}, None, None, "saved theta must be"),
+    ("linear", {"theta": np.full(24, np.nan)}, None, None, "saved theta must be"),
+    ("linear", {"gamma": np.array([1.5])}, None, None, "saved gamma must be"),
+    ("linear", {"gamma": np.array([0.1, 0.2])}, None, None, "saved gamma must be"),
+    ("linear", None, None, "theta", "saved theta must be"),
+    ("linear", None, {"env_kwargs": {"misspecification": 9}}, None, "misspecification"),
+    ("linear", None, {"env_kwargs": {"num_contexts": 7}}, None, "saved theta must be"),
+    ("linear", None, {"env_kwargs": "oops"}, None, "corrupt metadata"),
+    ("linear", None, {"env_id": "ntp_envs/Nope-v0"}, None, "env_id must be one of"),
+    ("linear", None, {"kind": "neural"}, None, "unknown policy kind"),
+    ("linear", None, {"format": "something-else"}, None, "not an ntp-gym policy"),
+    ("finite", {"index": np.array([5])}, None, None, "index must lie in"),
+    ("finite", {"index": np.array([0.0])}, None, None, "saved index must be one integer"),
+    ("finite", {"gamma": np.array([-0.5])}, None, None, "saved gamma must be"),
+    ("finite", None, None, "index", "saved index must be one integer"),
+])
+def test_tampered_saved_agent_is_a_clear_error(saved, tmp_path, kind, arrays, meta, drop,
+                                               message) -> None:
+    path = _tamper(saved[kind], tmp_path / "tampered.npz", arrays, meta, drop)
+    with pytest.raises(ValueError, match=message):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "append"])
+def test_damaged_policy_bytes_are_a_clear_error(saved, tmp_path, damage: str) -> None:
+    data = bytearray(saved["linear"].read_bytes())
+    if damage == "flip":  # inside the stored theta: the zip CRC no longer matches
+        data[len(data) // 3] ^= 0xFF
+    path = tmp_path / "damaged.npz"
+    path.write_bytes({"flip": bytes(data), "truncate": bytes(data[: len(data) // 2]),
+                      "empty": b"", "append": bytes(data) + b"trailing garbage" * 10}[damage])
+    if damage == "append":  # zip tolerates trailing bytes: the content is intact
+        assert load_policy(path).kind == "linear_softmax"
+        return
+    with pytest.raises(ValueError, match="not a valid ntp-gym policy"):
+        load_policy(path)
+
+
+class _Bomb:
+    """Unpickling this object would create a folder: the proof that nothing unpickles."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def test_no_pickle_is_ever_loaded(saved, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+    arrays, meta = load_archive(saved["linear"])
+    bomb = np.empty(1, dtype=object)
+    bomb[0] = _Bomb(marker)
+    path = tmp_path / "bomb.npz"
+    np.savez(path, theta=bomb, gamma=arrays["gamma"],
+             metadata=np.frombuffer(__import__("json").dumps(meta).encode(), np.uint8))
+    with pytest.raises(ValueError, match="not a valid ntp-gym policy"):
+        load_policy(path)
+    demos = tmp_path / "demos.npz"
+    np.savez(demos, prompts=bomb, tokens=bomb, expert_logprobs=bomb,
+             metadata=np.frombuffer(b'{"format": "ntp-gym/demonstrations"}', np.uint8))
+    with pytest.raises(ValueError, match="not a valid demonstrations file"):
+        Demonstrations.load(demos)
+    assert not marker.exists()
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+def _bad_datasets(task) -> dict[str, Demonstrations]:
+    """Demonstrations that are valid on their own but do not fit ``task``."""
+    good = collect_demonstrations(task, 20, 0)
+    other = collect_demonstrations(make_task(task.env_id, horizon=task.horizon - 2), 20, 0)
+    vocab = task.vocab_size
+
+    def variant(**change: object) -> Demonstrations:
+        fields = {"env_id": good.env_id, "env_kwargs": good.env_kwargs, "prompts": good.prompts,
+                  "tokens": good.tokens, "expert_logprobs": good.expert_logprobs,
+                  "vocab_size": vocab, **change}
+        return Demonstrations(**fields)
+
+    return {
+        "wrong horizon": other,
+        "token out of range": variant(tokens=np.full_like(good.tokens, vocab),
+                                      vocab_size=vocab + 1),
+        "prompt outside support": variant(prompts=good.prompts + 10),
+        "negative prompt": variant(prompts=good.prompts - 3),
+        "prompt shape": variant(prompts=np.concatenate([good.prompts, good.prompts], axis=1)),
+    }
+
+
+EXPECTED = {"wrong horizon": "tokens must have shape", "token out of range": "tokens must lie",
+            "prompt outside support": "prompt", "negative prompt": "prompts must lie",
+            "prompt shape": "prompts must be integers of shape"}
+
+
+@pytest.mark.parametrize("env_id", [AR_LINEAR, BARRIER])
+@pytest.mark.parametrize("agent", agent_names())
+def test_every_agent_rejects_datasets_that_do_not_fit(env_id: str, agent: str) -> None:
+    task = make_task(env_id, horizon=16)  # long enough for every registered chunk size
+    for case, demos in _bad_datasets(task).items():
+        # a chunk agent may refuse the task itself first (its V**K memory cap): also clear
+        with pytest.raises(ValueError, match=f"{EXPECTED[case]}|chunk_size must"):
+            make_agent(agent).fit(task, demos, np.random.default_rng(0))
+
+
+def test_demonstrations_constructor_rejects_out_of_range_and_shapes() -> None:
+    task = make_task(BARRIER, horizon=8)
+    good = collect_demonstrations(task, 10, 0)
+    base = {"env_id": good.env_id, "env_kwargs": good.env_kwargs, "prompts": good.prompts,
+            "tokens": good.tokens, "expert_logprobs": good.expert_logprobs, "vocab_size": 3}
+    for change, message in [
+        ({"tokens": good.tokens + 3}, "tokens must lie in"),
+        ({"tokens": good.tokens[:, :, None]}, "tokens must be a 2-D array"),
+        ({"tokens": good.tokens[:5]}, "tokens must have shape"),
+        ({"expert_logprobs": good.expert_logprobs[:, :4]}, "expert_logprobs must have the shape"),
+        ({"expert_logprobs": -good.expert_logprobs + 1}, "expert_logprobs must be log-prob"),
+        ({"tokens": good.tokens.astype(float)}, "tokens must hold integers"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Demonstrations(**{**base, **change})

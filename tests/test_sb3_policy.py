@@ -1,0 +1,118 @@
+"""Fitted policies as SB3 policies (``predict``, ``evaluate_policy``), the expected return,
+and a BC-initialised PPO fine-tune that raises the return as expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.policies import BasePolicy
+
+from agents import LogLossBC
+from agents.imitation_agents import ImitationBC
+from agents.sb3_policy import NeuralPolicy, as_sb3_policy, bc_initialised_ppo, load_sb3_policy
+from evaluation.divergences import divergence
+from evaluation.returns import expected_return
+from experts import collect_demonstrations
+from ntp_envs import make_task
+from ntp_envs.vector import SequenceVecEnv
+
+AR_LINEAR = "ntp_envs/ARLinear-v0"
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict:
+    task = make_task(AR_LINEAR, horizon=6)
+    demos = collect_demonstrations(task, 1000, seed=0)
+    return {"task": task, "logloss": LogLossBC().fit(task, demos),
+            "bc": ImitationBC(n_epochs=10).fit(task, demos, np.random.default_rng(0))}
+
+
+def test_predict_follows_sb3_semantics(fitted: dict) -> None:
+    task, policy = fitted["task"], fitted["logloss"]
+    sb3 = as_sb3_policy(policy, seed=0)
+    assert isinstance(sb3, BasePolicy)
+    venv = SequenceVecEnv(task, 8)
+    venv.seed(0)
+    obs = venv.reset()
+    actions, state = sb3.predict(obs)
+    assert actions.shape == (8,) and state is None and venv.action_space.contains(int(actions[0]))
+    single, _ = sb3.predict(obs[0])
+    assert np.shape(single) == ()
+    greedy, _ = sb3.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(greedy, policy.next_token_logprobs(obs[:, :1], np.zeros(
+        (8, 0), dtype=np.int64)).argmax(axis=1))
+
+
+@pytest.mark.parametrize("name", ["logloss", "bc"])
+def test_evaluate_policy_estimates_the_exact_return(fitted: dict, name: str) -> None:
+    task, policy = fitted["task"], fitted[name]
+    exact = expected_return(task, policy)
+    assert exact.method == "enumerate" and exact.stderr == 0.0
+    venv = SequenceVecEnv(task, 16)
+    venv.seed(1)
+    mean, std = evaluate_policy(as_sb3_policy(policy, seed=1), venv, n_eval_episodes=400,
+                                deterministic=False, warn=False)
+    assert abs(mean - exact.mean) < 4 * std / np.sqrt(400)
+
+
+def test_expected_return_enumeration_and_monte_carlo_agree(fitted: dict) -> None:
+    task, policy = fitted["task"], fitted["logloss"]
+    exact = expected_return(task, policy)
+    estimate = expected_return(task, policy, method="monte_carlo", n_samples=20_000, rng=0)
+    assert estimate.method == "monte_carlo" and estimate.stderr > 0
+    assert abs(estimate.mean - exact.mean) < 4 * estimate.stderr
+    # independently: the sum of the expert's token log-probabilities of the policy's samples
+    prompts = task.prompts.sample(20_000, np.random.default_rng(3))
+    returns = task.expert.token_logprobs(prompts, policy.sample(
+        prompts, np.random.default_rng(4))).sum(axis=1)
+    assert abs(returns.mean() - exact.mean) < 4 * returns.std() / np.sqrt(len(returns))
+    big = make_task(AR_LINEAR, horizon=13)  # 8192 sequences per prompt: auto is Monte Carlo
+    assert expected_return(big, big.expert, n_samples=100, rng=0).method == "monte_carlo"
+
+
+def test_load_sb3_policy(fitted: dict, tmp_path: Path) -> None:
+    path = fitted["bc"].save(tmp_path / "bc.npz")
+    sb3 = load_sb3_policy(path, seed=0)
+    venv = SequenceVecEnv(fitted["task"], 4)
+    venv.seed(0)
+    mean, _ = evaluate_policy(sb3, venv, n_eval_episodes=8, deterministic=False, warn=False)
+    assert np.isfinite(mean)
+
+
+def test_misuse_raises(fitted: dict) -> None:
+    with pytest.raises(ValueError, match="task"):
+        as_sb3_policy(fitted["task"].expert)
+    with pytest.raises(ValueError, match="NeuralPolicy"):
+        bc_initialised_ppo(fitted["logloss"])
+    with pytest.raises(ValueError, match="n_samples"):
+        expected_return(fitted["task"], fitted["logloss"], n_samples=1)
+    with pytest.raises(ValueError, match="method"):
+        expected_return(fitted["task"], fitted["logloss"], method="dp")
+
+
+def test_bc_initialised_ppo_raises_the_return(fitted: dict) -> None:
+    """PPO maximises E[log P*(tau)]: from the BC start the exact return must go up, and the
+    sequence law moves away from the expert's (mode seeking)."""
+    task, bc = fitted["task"], fitted["bc"]
+    ppo = bc_initialised_ppo(bc, SequenceVecEnv(task, 16), seed=0, n_steps=64, batch_size=256,
+                             n_epochs=10, learning_rate=1e-3, ent_coef=0.0)
+    start = NeuralPolicy(task, ppo.policy)
+    prompts, tokens = task.sample_demonstrations(30, np.random.default_rng(0))
+    np.testing.assert_array_equal(start.token_logprobs(prompts, tokens),
+                                  bc.token_logprobs(prompts, tokens))  # starts at BC exactly
+    before = expected_return(task, bc).mean
+    threads = th.get_num_threads()
+    th.set_num_threads(1)  # a 64-wide MLP: one thread is fastest, and the machine is shared
+    try:
+        ppo.learn(total_timesteps=3072)
+    finally:
+        th.set_num_threads(threads)
+    tuned = NeuralPolicy(task, ppo.policy)
+    after = expected_return(task, tuned).mean
+    assert after > before + 0.3, (before, after)
+    assert divergence(task.expert, tuned, task.prompts).hellinger2 > divergence(
+        task.expert, bc, task.prompts).hellinger2
