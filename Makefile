@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean chunking
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: install
 
 bench: install
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+chunking: install
+	$(BIN)/python -m evaluation.chunking_experiment --out runs/chunking
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

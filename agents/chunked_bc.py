@@ -35,6 +35,27 @@ is scored exactly by the chunk recursion of :mod:`evaluation.chunk_dp`.
   time and memory grow like ``V^K``. ``V^K`` is capped at
   :data:`~ntp_envs.chunk_tables.MAX_CHUNK_OUTCOMES` and a chunk table at
   :data:`~ntp_envs.chunk_tables.MAX_CHUNK_TABLE_ELEMENTS` (ValueError before allocating).
+* Solver: the same Newton method as LogLossBC; at ``K = 1`` the very same call. For
+  ``K >= 2`` it starts from the per-context chunk frequencies (the exact solution when
+  ``m = 0``) and, above :data:`CHUNK_DENSE_MAX_DIM` parameters, takes CG steps
+  preconditioned by the Hessian's per-outcome blocks (at most ``R + 1`` CG iterations).
+* Evaluation (``eval_method = chunk``, exact): against a finite-state expert a recursion over
+  chunk boundaries with the ``V^max(k, m)`` window states (ARLinear, FiniteClassBarrier);
+  against a count-law expert (MixtureProduct, ``m = 0``) a convolution over chunks of the
+  counts of ones. The policy's token-level finite-state form (memory ``m + K - 1``,
+  ``T = H``) is also exposed while it has at most
+  :data:`~ntp_envs.chunk_tables.MAX_FINITE_STATE_ELEMENTS` entries; beyond both, Monte
+  Carlo (with a standard error).
+* What chunking buys depends on where the expert's dependence lives. Within a chunk the
+  class is unrestricted; across chunks only the ``m``-token window carries information.
+  On FiniteClassBarrier (``m = 0``) independent chunks lose one event chance per chunk:
+  population ``C_apx ~ (H / K + 1) / 2``, halving with every doubling of ``K``. On
+  ARLinear the expert's extra lags fall inside chunks and ``D_H^2`` falls with ``K``. On
+  MixtureProduct (``m = 0``) the hidden component persists over the whole sequence, so
+  independent chunks lose ``~ w (H / K + 1)`` of overlap: at ``H = 256`` population
+  ``C_apx`` *rises* from NTP's 7.0 (``K = 1``) to about 17 (``K = 8``) before falling,
+  and reaches 0 only at ``K = H``; the chunk-level KL falls monotonically (the classes
+  nest). See ``tests/test_chunked_bc.py`` and ``ntp-bench sweep --preset chunking``.
 * Relation to ChunkKR (Rohatgi et al. 2025): there, for binary autoregressive linear
   models, chunking into ``K``-token super-tokens and learning the chunk conditional in a
   richer (kernel) class trades ``exp(K)`` compute for ``C_apx ~ H / K``: the log loss is

@@ -5,9 +5,9 @@
 Runs (or resumes) the ``chunking`` preset (:mod:`evaluation.presets`: ChunkedBC ``chunk:K``
 for ``K`` in 1, 2, 4, 8, 16 as far as ``V**K`` allows, at ``H = 256``) through the sweep into
 ``OUT/results.sqlite`` (the store of ``ntp-bench sweep --preset chunking``, so either
-command reuses the other's rows), then writes ``OUT/chunking.png`` (per env and data: C_apx
-and fit seconds against K, the compute/statistics tradeoff), ``OUT/chunking.csv`` and
-prints the table.
+command reuses the other's rows), then writes ``OUT/results.csv`` (every row),
+``OUT/chunking.png`` (per env and data: C_apx and fit seconds against K, the
+compute/statistics tradeoff), ``OUT/chunking.csv`` and prints the table.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def plot_chunking(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         twin.set_yscale("log")
         twin.set_ylabel("fit time (s)", color="C3")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize=8, loc="upper center")
+        ax.legend(handles=handles, fontsize=8, loc="best")
         ax.set_title(_panel_title(*key), fontsize=9)
     fig.suptitle("ChunkedBC: approximation ratio vs compute as the chunk size K grows",
                  fontsize=10)
@@ -111,7 +111,7 @@ def plot_chunking(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 def print_table(console: Console, table: pd.DataFrame) -> None:
     """The chunking table (one row per env, data, K)."""
     out = Table(title="ChunkedBC: C_apx and fit time vs chunk size K (mean ± s.e. over seeds)")
-    for column in ("env", "data", "H", "K", "D_H^2", "best in class", "C_apx", "KL",
+    for column in ("env", "kwargs", "data", "H", "K", "D_H^2", "best in class", "C_apx", "KL",
                    "fit s", "eval"):
         out.add_column(column, justify="right")
     for _, row in table.sort_values(["env_id", "env_kwargs", "n_train", "K"]).iterrows():
@@ -124,19 +124,20 @@ def print_table(console: Console, table: pd.DataFrame) -> None:
             return f"{row[name]:.{digits}g}{spread}"
 
         env = row["env_id"].removeprefix("ntp_envs/")
-        if row["env_kwargs"] not in ("{}", ""):
-            env += f" {row['env_kwargs']}"
         data = "population" if row["n_train"] == 0 else f"n={row['n_train']}"
-        out.add_row(env, data, str(row["horizon"]), str(row["K"]), cell("hellinger2", 4),
-                    f"{row['best_in_class_hellinger2']:.4g}", cell("c_apx", 3), cell("kl", 4),
-                    cell("fit_seconds", 3), row["eval_method"])
+        out.add_row(env, row["env_kwargs"], data, str(row["horizon"]), str(row["K"]),
+                    cell("hellinger2", 4), f"{row['best_in_class_hellinger2']:.4g}",
+                    cell("c_apx", 3), cell("kl", 4), cell("fit_seconds", 3),
+                    row["eval_method"])
     console.print(out)
 
 
 def report(out: str | os.PathLike[str], console: Console | None = None) -> pd.DataFrame:
     """Write ``chunking.png`` and ``chunking.csv`` from ``OUT/results.sqlite``; print the table."""
     out = Path(out)
-    with ResultStore(output_paths(out)["store"]) as store:
+    paths = output_paths(out)
+    with ResultStore(paths["store"]) as store:
+        store.export_csv(paths["csv"])
         table = chunking_table(store.results())
     if table.empty:
         raise ValueError(f"{out}: no successful chunk:K rows in the store")
@@ -144,9 +145,9 @@ def report(out: str | os.PathLike[str], console: Console | None = None) -> pd.Da
     table.to_csv(tmp, index=False, float_format="%.17g")
     os.replace(tmp, out / "chunking.csv")
     plot_chunking(table, out / "chunking.png")
-    console = console or Console(width=max(110, Console().width))
+    console = console or Console(width=max(150, Console().width))
     print_table(console, table)
-    console.print(f"wrote {out / 'chunking.png'}, {out / 'chunking.csv'}")
+    console.print(f"wrote {paths['csv']}, {out / 'chunking.png'}, {out / 'chunking.csv'}")
     return table
 
 

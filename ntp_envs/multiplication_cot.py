@@ -15,6 +15,7 @@ from ntp_envs.validation import check_float, check_int, reject_unknown
 
 ENV_ID = "ntp_envs/MultiplicationCoT-v0"
 COT_MODES = ("none", "long")
+ANSWER_ORDERS = ("msd", "lsd")
 PLUS, TIMES, EQUALS, OPEN, CLOSE = 10, 11, 12, 13, 14
 PAIR0 = 15
 """Pair token ``d1xd2`` (``pair_tokens=True``) is ``PAIR0 + 10 d1 + d2``."""
@@ -26,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "num_digits": 2,
     "cot": "long",
     "pair_tokens": False,
+    "answer_order": "msd",
     "test_fraction": 0.25,
     "split_seed": 0,
     "horizon": None,
@@ -68,7 +70,8 @@ def operands(prompts: IntArray, num_digits: int) -> tuple[IntArray, IntArray]:
 
 
 def multiplication_sequences(
-    prompts: IntArray, num_digits: int, cot: str, pair_tokens: bool = False
+    prompts: IntArray, num_digits: int, cot: str, pair_tokens: bool = False,
+    answer_order: str = "msd",
 ) -> IntArray:
     """The expert's token sequences ``(B, H)`` (format: :class:`MultiplicationCoTEnv`)."""
     a, b = operands(prompts, num_digits)
@@ -115,7 +118,8 @@ def multiplication_sequences(
                 const(PLUS)
             columns += _digits(little[0][i] * little[1][j] * 10 ** (i + j), i + j + 2)
         const(EQUALS)
-    columns += _digits(a * b, 2 * num_digits)
+    answer = _digits(a * b, 2 * num_digits)
+    columns += answer if answer_order == "msd" else answer[::-1]
     return np.stack(columns, axis=1).astype(np.int64)
 
 
@@ -138,12 +142,13 @@ def parse_sequence(text: str) -> tuple[IntArray, IntArray]:
     return prompt, np.array([text_token(t) for t in parts[4:]], dtype=np.int64)
 
 
-def read_answer(tokens: IntArray, num_digits: int) -> IntArray:
+def read_answer(tokens: IntArray, num_digits: int, answer_order: str = "msd") -> IntArray:
     """The numbers written by the last ``2 num_digits`` tokens of ``(B, H)`` sequences."""
     tokens = np.asarray(tokens, dtype=np.int64)[:, -2 * num_digits :]
     if (tokens > 9).any():
         raise ValueError("the answer tokens must be digits")
-    return tokens @ 10 ** np.arange(2 * num_digits - 1, -1, -1, dtype=np.int64)
+    powers = 10 ** np.arange(2 * num_digits - 1, -1, -1, dtype=np.int64)
+    return tokens @ (powers if answer_order == "msd" else powers[::-1])
 
 
 def held_out(a: IntArray, b: IntArray, test_fraction: float, split_seed: int) -> IntArray:
@@ -223,6 +228,10 @@ def make_multiplication_cot_task(**kwargs: Any) -> SequenceTask:
     pair_tokens = p["pair_tokens"]
     if pair_tokens and cot == "none":
         raise ValueError("pair_tokens=True needs cot='long' (there are no pairs without CoT)")
+    answer_order = p["answer_order"]
+    if answer_order not in ANSWER_ORDERS:
+        raise ValueError(f"answer_order must be one of {list(ANSWER_ORDERS)}, got "
+                         f"{answer_order!r}")
     test_fraction = check_float("test_fraction", p["test_fraction"], 0.0, 1.0,
                                 low_open=True, high_open=True)
     split_seed = check_int("split_seed", p["split_seed"], 0)
@@ -235,7 +244,7 @@ def make_multiplication_cot_task(**kwargs: Any) -> SequenceTask:
     vocab = 10 if cot == "none" else PAIR0 + 100 if pair_tokens else PAIR0
 
     def sequences(x: IntArray) -> IntArray:
-        return multiplication_sequences(x, num_digits, cot, pair_tokens)
+        return multiplication_sequences(x, num_digits, cot, pair_tokens, answer_order)
 
     return SequenceTask(
         env_id=ENV_ID,
@@ -272,14 +281,18 @@ class MultiplicationCoTEnv(SequenceEnv):
     written as digits), every digit-pair product ``a_i x b_j x 10^i x 10^j`` (pairs in the
     order ``(i, j) = (0, 0), (0, 1), ...``), the partial products ``a_i b_j 10^(i+j)``
     zero-padded to ``i + j + 2`` digits, and the answer (``2 num_digits`` digits). Without
-    CoT the sequence is the answer alone. ``parse_sequence`` inverts the text form;
-    ``read_answer`` reads the product.
+    CoT the sequence is the answer alone. ``answer_order="lsd"`` writes the answer least
+    significant digit first instead (Malach writes it most significant first, ``"msd"``).
+    ``parse_sequence`` inverts the text form; ``read_answer`` reads the product.
 
     Every step is linear in the one-hot context except the digit-pair products (a product
     of two one-hot digits: the answer digits of ``a_i b_j`` need their interaction), which
-    ``pair_tokens`` makes a lookup of one token. The answer, written most significant digit
-    first, is linear given the partial products: digit ``k`` is ``floor((P - written part) /
-    10^k)``, an argmax of logits quadratic in the digit value and linear in the context.
+    ``pair_tokens`` makes a lookup of one token. Given the partial products (sum ``P``), an
+    answer digit is one floor or mod of a linear form of the context: most significant first,
+    digit ``k`` is ``floor((P - written part) / 10^k)``, whose argument spans ``10^(k+1)``
+    values (it needs coefficients precise to ``10^-(k+1)``); least significant first, it is
+    the column sum plus the carry (itself linear in the context and the digits written)
+    mod 10, an argument of at most ``~3 num_digits`` values.
 
     Train and test operand pairs are disjoint: a pair is held out when a fixed hash of
     ``(A, B, split_seed)`` falls below ``test_fraction``. ``task.prompts`` (demonstrations,
@@ -304,6 +317,7 @@ class MultiplicationCoTEnv(SequenceEnv):
     ## Arguments
     ``num_digits`` (2, in [1, 4]; up to 3 both splits list their pairs, so evaluation is
     exact), ``cot`` (``"long"``; one of none, long), ``pair_tokens`` (False; needs ``long``),
+    ``answer_order`` (``"msd"``; or ``"lsd"``),
     ``test_fraction`` (0.25, in (0, 1)), ``split_seed`` (0), ``horizon`` (None: derived; a
     given value must equal it).
 
@@ -316,6 +330,7 @@ class MultiplicationCoTEnv(SequenceEnv):
         num_digits: int = 2,
         cot: str = "long",
         pair_tokens: bool = False,
+        answer_order: str = "msd",
         test_fraction: float = 0.25,
         split_seed: int = 0,
         horizon: int | None = None,
@@ -324,7 +339,7 @@ class MultiplicationCoTEnv(SequenceEnv):
     ) -> None:
         reject_unknown("MultiplicationCoT-v0", unknown, [*DEFAULTS, "render_mode"])
         task = make_multiplication_cot_task(
-            num_digits=num_digits, cot=cot, pair_tokens=pair_tokens,
+            num_digits=num_digits, cot=cot, pair_tokens=pair_tokens, answer_order=answer_order,
             test_fraction=test_fraction, split_seed=split_seed, horizon=horizon,
         )
         super().__init__(task, render_mode=render_mode)

@@ -119,6 +119,10 @@ def test_multiplication_without_cot_is_the_answer() -> None:
     assert task.horizon == 4 and task.vocab_size == 10 and task.answer_length == 4
     np.testing.assert_array_equal(read_answer(tokens, 2), a * b)
     assert multiplication_sequences(prompts, 2, "long").shape[1] == 78
+    lsd = make_task(MULT, num_digits=2, answer_order="lsd")
+    reversed_tokens = lsd.expert.deterministic_sequences(prompts)
+    np.testing.assert_array_equal(reversed_tokens[:, -4:], tokens[:, ::-1])
+    np.testing.assert_array_equal(read_answer(reversed_tokens, 2, "lsd"), a * b)
 
 
 @pytest.mark.parametrize("num_digits", [1, 2, 3])
@@ -161,6 +165,7 @@ def test_sampled_splits_stay_disjoint_beyond_listing() -> None:
     (MULT, {"cot": "short"}, "cot"),
     (MULT, {"test_fraction": 1.0}, "test_fraction"),
     (MULT, {"cot": "none", "pair_tokens": True}, "pair_tokens"),
+    (MULT, {"answer_order": "reversed"}, "answer_order"),
     (MULT, {"horizon": 4}, "horizon"),
 ])
 def test_bad_arguments_name_the_parameter(env_id: str, kwargs: dict, name: str) -> None:
