@@ -10,9 +10,9 @@ target tokens of the demonstrations, in one of three modes:
   the task must emit it in that order (``PathStar-v0`` with ``target_order="reverse"``):
   a reverse-order model has no closed-form next-token conditionals in forward order, so
   it could not act in a forward-order env.
-* ``teacherless`` (agent ``gpt-teacherless``): every target input is the dummy token
-  ``DUMMY = V`` (an input-only token), so all ``H`` target tokens are predicted from ``x``
-  alone in one forward pass; the learned policy ignores its own previous tokens, its
+* ``teacherless`` (agent ``gpt-teacherless``): every target input is the dummy token (an
+  input-only token, :func:`dummy_token`), so all ``H`` target tokens are predicted from
+  ``x`` alone in one forward pass; the learned policy ignores its own previous tokens, its
   sequence law is the product ``prod_h p_h(a_h | x)`` and decoding is one pass.
 
 Device: the environment variable ``NTP_GYM_DEVICE`` (default ``"cpu"``; e.g. ``"cuda"``)
@@ -43,8 +43,9 @@ from ntp_envs.validation import check_float, check_int
 if TYPE_CHECKING:
     from experts.demonstrations import Demonstrations
 
-__all__ = ["CPU_CONFIG", "DEVICE_ENV", "GPTAgent", "GPTConfig", "GPTNet", "GPTPolicy",
-           "GPTSequenceModel", "LARGE_CONFIG", "MODES", "gpt_device", "target_inputs"]
+__all__ = ["CPU_CONFIG", "DEVICE_ENV", "LARGE_CONFIG", "MODES", "GPTAgent", "GPTConfig",
+           "GPTNet", "GPTPolicy", "GPTSequenceModel", "build_net", "dummy_token", "gpt_agent",
+           "gpt_device", "target_inputs"]
 
 DEVICE_ENV = "NTP_GYM_DEVICE"
 MODES = ("tf", "reverse", "teacherless")
@@ -112,14 +113,17 @@ class GPTConfig:
 
 
 CPU_CONFIG = GPTConfig()
-"""The registered agents' budget: about 10 minutes per fit on 2 CPU cores at the
-``PathStar-v0`` defaults (degree 2, path_length 4, num_nodes 20)."""
+"""The registered agents' budget: 10,000 steps, about 64 ms each single-threaded at the
+``PathStar-v0`` defaults (degree 2, path_length 4, num_nodes 20), i.e. about 10 minutes per
+fit on one CPU core (``benchmarks/bench_gpt.py``); enough for ``gpt-reverse`` to solve the
+task and for ``gpt-tf`` to learn the Clever-Hans lookup."""
 
-LARGE_CONFIG = GPTConfig(n_layer=6, n_head=8, d_model=256, steps=40_000, batch_size=512,
+LARGE_CONFIG = GPTConfig(n_layer=6, n_head=6, d_model=384, steps=50_000, batch_size=256,
                          lr=5e-4, warmup=1000)
-"""A larger model and a longer run for a GPU (``NTP_GYM_DEVICE=cuda``): agent
-``gpt-teacherless-large``; the paper's teacherless successes on small graphs came from
-long training."""
+"""The paper's model size (6 layers, width 384) and a 5x longer run, for a GPU
+(``NTP_GYM_DEVICE=cuda``): agent ``gpt-teacherless-large``. The paper's teacherless
+successes on small graphs came from long training; this configuration has not been run in
+this repository's CPU-only development (see the README)."""
 
 
 def rotary_tables(length: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +226,7 @@ class GPTSequenceModel(SequenceModel):
         self.vocab_size = vocab_size
         self.horizon = horizon
         self.device = device
-        self.dummy = vocab_size
+        self.dummy = net.tok.num_embeddings - 1
 
     def target_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
         """``(B, h + 1, V)``: log-probabilities of target tokens ``0..h`` for prefixes of
@@ -231,6 +235,8 @@ class GPTSequenceModel(SequenceModel):
         if prompts.ndim != 2 or prompts.shape[1] != self.prompt_length:
             raise ValueError(f"prompts must have shape (B, {self.prompt_length}), "
                              f"got {prompts.shape}")
+        if prompts.size and (prompts.min() < 0 or prompts.max() >= self.dummy):
+            raise ValueError(f"prompts must lie in [0, {self.dummy - 1}]")
         prefixes = np.asarray(prefixes, dtype=np.int64).reshape(len(prompts), -1)
         if prefixes.shape[1] >= self.horizon:
             raise ValueError(f"prefix length must be < horizon {self.horizon}, "
@@ -325,11 +331,15 @@ class GPTPolicy(FittedPolicy):
         return cls(task, net, mode, config, rest)
 
 
+def dummy_token(task: SequenceTask) -> int:
+    """The input-only dummy token: one past every prompt and target token."""
+    return max(task.prompt_vocab_size, task.vocab_size)
+
+
 def build_net(task: SequenceTask, config: GPTConfig) -> GPTNet:
     """The untrained network for ``task`` (inputs: the vocabulary plus the dummy token)."""
-    vocab_in = max(task.prompt_vocab_size, task.vocab_size) + 1
-    return GPTNet(vocab_in, task.vocab_size, task.prompts.prompt_length + task.horizon - 1,
-                  config)
+    return GPTNet(dummy_token(task) + 1, task.vocab_size,
+                  task.prompts.prompt_length + task.horizon - 1, config)
 
 
 def _learning_rate(step: int, config: GPTConfig) -> float:
@@ -375,7 +385,7 @@ class GPTAgent(Agent):
             torch.manual_seed(int(generator.integers(2**62)))
             net = build_net(task, self.config)
         net.to(device).train()
-        dummy = task.vocab_size
+        dummy = dummy_token(task)
         inputs = np.concatenate(
             [prompts, target_inputs(tokens[:, :-1], self.mode, dummy)], axis=1)
         x_all = torch.as_tensor(inputs, device=device)

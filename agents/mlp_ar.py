@@ -8,10 +8,13 @@ shared table ``e`` (a linear map of its one-hot), and at position ``h``
 
 with one first-layer block ``M_{h,j}`` per (position, context position) pair (Malach's
 masked linear layer), ``A``, ``B`` shared and a per-position output bias ``d_h``. Trained
-with torch by AdamW (cosine learning-rate decay to 0) on the teacher-forced token log loss
-(next-token prediction), in minibatches of sequences, for ``epochs`` passes over the
-demonstrations; the output biases start at the log target frequencies of each position
-(add-1/V smoothed).
+with torch by AdamW (cosine learning-rate decay to 0; decoupled weight decay
+``weight_decay`` on the three weight matrices, none on biases and the embedding) on the
+teacher-forced token log loss (next-token prediction), in minibatches of sequences, for
+``epochs`` passes over the demonstrations; the output biases start at the log target
+frequencies of each position (add-1/V smoothed). The defaults (40 epochs, weight decay 1)
+are the ones that generalise on 2 x 2 multiplication: without weight decay the MLP
+memorises the training pairs (held-out accuracy 0.68 to 0.85 there, 0.98 with it).
 
 Two reductions, decided from the training data and exact on it: a context position whose
 token never varies (the CoT's separators, place values) carries no information and is not
@@ -162,7 +165,7 @@ class MLPAR(Agent):
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 3e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 1.0
     num_threads: int = 1
     name: str = "mlp-ar"
 
@@ -202,8 +205,11 @@ class MLPAR(Agent):
         with torch.no_grad():  # output biases start at the (smoothed) log target frequencies
             net.bias.copy_(torch.from_numpy(
                 np.log((counts + 1 / task.vocab_size) / (len(tokens) + 1))))
-        optimiser = torch.optim.AdamW(net.parameters(), lr=self.learning_rate,
-                                      weight_decay=self.weight_decay)
+        matrices = [net.first, net.layer2.weight, net.out.weight]  # decayed; biases and the
+        others = [net.embed.weight, net.first_bias, net.layer2.bias, net.bias]  # embedding not
+        optimiser = torch.optim.AdamW(
+            [{"params": matrices, "weight_decay": self.weight_decay},
+             {"params": others, "weight_decay": 0.0}], lr=self.learning_rate)
         steps = self.epochs * -(-len(tokens) // self.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
         features = torch.from_numpy(context[:, inputs])

@@ -169,6 +169,7 @@ def sweep_metrics(task: SequenceTask, model: SequenceModel, n_samples: int,
 # ------------------------------------------------------------------------- sweep report
 
 SUMMARY_KEYS = ["env_kwargs", "agent", "n_train", "horizon"]
+AGENT_ORDER = ["gpt-tf", "gpt-reverse", "gpt-teacherless", "gpt-teacherless-large"]
 SCALARS = ["exact_path_accuracy", "decision_accuracy", "later_tf_accuracy",
            "later_given_correct_prev", "edge_following"]
 
@@ -212,7 +213,13 @@ def pathstar_summary(frame: pd.DataFrame) -> pd.DataFrame:
         if len(group) == 1:
             row["hellinger2_se"] = float(group["hellinger2_stderr"].iloc[0])
         rows.append(row)
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame()
+    order = {name: i for i, name in enumerate(AGENT_ORDER)}
+    frame = pd.DataFrame(rows)
+    rank = [(order.get(a, len(order)), a, k) for a, k in zip(frame["agent"], frame["env_kwargs"],
+                                                              strict=True)]
+    return frame.iloc[sorted(range(len(frame)), key=rank.__getitem__)].reset_index(drop=True)
 
 
 def print_pathstar_table(console: Console, summary: pd.DataFrame) -> None:
@@ -258,14 +265,16 @@ def plot_pathstar(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         ax_sig.hlines(chance, i - 0.45, i + 0.45, colors="k", linestyles=":",
                       label="chance 1/degree" if i == 0 else None)
     ax_sig.set_xticks(x, summary["label"], fontsize=8)
-    ax_sig.set_ylim(0, 1.05)
+    ax_sig.set_ylim(0, 1.32)
+    ax_sig.set_yticks(np.linspace(0, 1, 6))
     ax_sig.set_ylabel("accuracy")
     ax_sig.set_title("Clever-Hans signature: decision vs later tokens", fontsize=9)
-    ax_sig.legend(fontsize=7, loc="lower right")
+    ax_sig.legend(fontsize=7, loc="upper center", ncol=3)
     for i, (_, row) in enumerate(summary.iterrows()):
         nodes = np.arange(len(row["path_accuracy"]))
         ax_pos.plot(nodes, row["path_accuracy"], "-o", color=f"C{i}", label=row["label"])
         ax_pos.plot(nodes, row["tf_path_accuracy"], "--x", color=f"C{i}")
+    ax_pos.set_xticks(np.arange(len(summary["path_accuracy"].iloc[0])))
     ax_pos.set_xlabel("node along the path (0 = source, 1 = decision)")
     ax_pos.set_ylabel("per-node accuracy")
     ax_pos.set_ylim(0, 1.05)

@@ -152,8 +152,8 @@ def solve_paths(layout: StarLayout, prompts: IntArray) -> IntArray:
     for j in range(layout.path_length - 1, 0, -1):
         path[:, j - 1] = parent[rows, path[:, j]]
         if (path[:, j - 1] < 0).any():
-            raise ValueError(f"a prompt's goal is not {layout.path_length - 1} edges below "
-                             "a node with a parent chain: not a path-star graph")
+            raise ValueError(f"a prompt has no path of {layout.path_length} nodes ending at "
+                             "its goal: not a path-star graph")
     if (path[:, 0] != source).any():
         raise ValueError(f"a prompt has no source-to-goal path of {layout.path_length} nodes")
     return path
@@ -224,7 +224,11 @@ def check_layout(degree: Any, path_length: Any, num_nodes: Any) -> StarLayout:
     degree = check_int("degree", degree, 2, MAX_DEGREE)
     path_length = check_int("path_length", path_length, 2, MAX_PATH_LENGTH)
     needed = 1 + degree * (path_length - 1)
-    num_nodes = check_int("num_nodes", num_nodes, needed, MAX_NUM_NODES)
+    num_nodes = check_int("num_nodes", num_nodes, 1, MAX_NUM_NODES)
+    if num_nodes < needed:
+        raise ValueError(f"num_nodes must be an integer in [{needed}, {MAX_NUM_NODES}]: a graph "
+                         f"of degree {degree} and path_length {path_length} has {needed} "
+                         f"distinct labels; got {num_nodes}")
     return StarLayout(degree, path_length, num_nodes)
 
 

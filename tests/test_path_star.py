@@ -3,6 +3,7 @@ the Clever-Hans measurements."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import gymnasium as gym
@@ -353,6 +354,35 @@ def test_agent_smoke_fit_act_save_load(agent: str, tmp_path) -> None:
     assert 0 <= m.exact_path_accuracy <= 1 and len(m.path_accuracy) == task.horizon
 
 
+def test_sb3_evaluation_pays_one_per_right_path() -> None:
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from agents.sb3_policy import as_sb3_policy
+    from ntp_envs.vector import make_sb3_vec_env
+
+    kwargs = {"path_length": 3, "num_nodes": 8}
+    task = make_task(ENV_ID, **kwargs)
+    venv = make_sb3_vec_env(ENV_ID, 4, seed=0, **kwargs)
+    mean, _ = evaluate_policy(as_sb3_policy(task.expert, task, seed=0), venv, n_eval_episodes=8)
+    assert mean == 1.0  # the expert's path, every episode
+    policy = GPTAgent("tf", TINY).fit(task, collect_demonstrations(task, 64, 0))
+    mean, _ = evaluate_policy(as_sb3_policy(policy, seed=0), venv, n_eval_episodes=8)
+    assert 0.0 <= mean <= 1.0
+
+
+def test_teacherless_dummy_is_no_prompt_token_on_other_tasks() -> None:
+    from agents.gpt import dummy_token
+
+    task = make_task("ntp_envs/ARLinear-v0", horizon=4)  # prompt vocabulary 4 > V = 2
+    assert dummy_token(task) == 4
+    demos = collect_demonstrations(task, 64, 0)
+    policy = GPTAgent("teacherless", TINY).fit(task, demos, np.random.default_rng(0))
+    logp = policy.next_token_logprobs(demos.prompts, demos.tokens[:, :2])
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="prompts must lie"):
+        policy.next_token_logprobs(demos.prompts + 4, demos.tokens[:, :2])
+
+
 def test_reverse_agent_needs_reverse_targets() -> None:
     task = make_task(ENV_ID, path_length=3, num_nodes=8)
     demos = collect_demonstrations(task, 8, 0)
@@ -394,3 +424,35 @@ def test_training_is_reproducible_and_learns_the_trivial_tokens() -> None:
     np.testing.assert_array_equal(a.greedy(x), b.greedy(x))
     m = pathstar_metrics(task, a, n_prompts=500, rng=0)
     assert m.tf_path_accuracy[0] > 0.95  # the source: copied from the prompt
+
+
+@pytest.mark.slow
+def test_teacher_forcing_fails_where_reverse_targets_succeed(tmp_path) -> None:
+    """The split of Bachmann & Nagarajan at the defaults (degree 2, path length 4, 20 labels),
+    with the registered agents and budgets, through the sweep (two single-threaded worker
+    processes: about 10-12 minutes on an idle 2-core machine)."""
+    from evaluation.backends import LocalBackend
+    from evaluation.presets import PATHSTAR, PATHSTAR_TRAIN
+    from evaluation.store import ResultStore
+    from evaluation.sweep import SweepConfig, run_sweep
+
+    configs = [
+        SweepConfig(ENV_ID, PATHSTAR, ("gpt-tf",), (4,), seeds=1, n_train=PATHSTAR_TRAIN,
+                    eval_samples=4000),
+        SweepConfig(ENV_ID, {**PATHSTAR, "target_order": "reverse"}, ("gpt-reverse",), (4,),
+                    seeds=1, n_train=PATHSTAR_TRAIN, eval_samples=4000),
+    ]
+    with ResultStore(tmp_path / "results.sqlite") as store, LocalBackend(2) as backend:
+        run_sweep(configs, store, backend=backend, progress=False)
+        frame = store.results().set_index("agent")
+    assert (frame["status"] == "ok").all(), frame["error"].tolist()
+    tf = json.loads(frame.loc["gpt-tf", "task_metrics"])
+    rev = json.loads(frame.loc["gpt-reverse", "task_metrics"])
+    # teacher forcing: the Clever-Hans lookup is learned, the decision stays at chance
+    assert tf["later_tf_accuracy"] >= 0.95
+    assert abs(tf["decision_accuracy"] - 0.5) <= 0.07
+    assert abs(tf["exact_path_accuracy"] - 0.5) <= 0.07
+    # reverse targets: every token is the parent of the previous one, and the path is found
+    assert rev["exact_path_accuracy"] >= 0.95
+    # the exact D_H^2 = 2 - 2 E sqrt(Q(path | x)) tells the same story
+    assert frame.loc["gpt-reverse", "hellinger2"] < 0.2 < frame.loc["gpt-tf", "hellinger2"]
