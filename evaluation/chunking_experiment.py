@@ -28,6 +28,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from evaluation.plots import save_figure  # noqa: E402
 from evaluation.presets import PRESETS  # noqa: E402
 from evaluation.store import ResultStore  # noqa: E402
 from evaluation.sweep import SweepConfig, output_paths, run_sweep  # noqa: E402
@@ -100,12 +101,7 @@ def plot_chunking(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     fig.suptitle("ChunkedBC: approximation ratio vs compute as the chunk size K grows",
                  fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def print_table(console: Console, table: pd.DataFrame) -> None:

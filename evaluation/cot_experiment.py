@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from evaluation.plots import save_figure  # noqa: E402
 from ntp_envs import make_task  # noqa: E402
 
 PARITY = "ntp_envs/ParityCoT-v0"
@@ -100,12 +101,7 @@ def plot_answer_accuracy(summary: pd.DataFrame, path: str | os.PathLike[str]) ->
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def print_answer_table(console: Console, summary: pd.DataFrame) -> None:

@@ -46,6 +46,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from evaluation.accuracy import greedy_decode  # noqa: E402
+from evaluation.plots import save_figure  # noqa: E402
 from ntp_envs.path_star import ENV_ID, StarLayout, decode_prompts  # noqa: E402
 from ntp_envs.sequence_model import SequenceModel  # noqa: E402
 from ntp_envs.task import SequenceTask  # noqa: E402
@@ -289,12 +290,7 @@ def plot_pathstar(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     for ax in (ax_sig, ax_pos, ax_h):
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def report_pathstar(frame: pd.DataFrame, out: str | os.PathLike[str], console: Console

@@ -16,6 +16,16 @@ _PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")
 _NONE = FuncFormatter(lambda value, _pos: "")
 
 
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def _label(agent: str, n_train: int) -> str:
     return f"{agent} ({'population' if n_train == 0 else f'n={n_train}'})"
 
@@ -59,9 +69,4 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
         ax_d.set_title(f"{name} {env_kwargs}: squared Hellinger to the expert", fontsize=9)
         ax_c.set_title(f"{name}: approximation ratio vs best in class", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

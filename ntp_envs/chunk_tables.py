@@ -35,9 +35,8 @@ from scipy.special import logsumexp
 
 from ntp_envs.sequence_model import (
     CountLaw,
-    FinitePrompts,
     FiniteStateTables,
-    SequenceModel,
+    TabulatedModel,
     log_binomial,
     window_states,
 )
@@ -387,18 +386,10 @@ def _check_normalised(name: str, logq: FloatArray) -> None:
         raise ValueError(f"{name} rows must be normalised log-probabilities")
 
 
-class ChunkModel(SequenceModel):
+class ChunkModel(TabulatedModel):
     """A sequence model given by chunk tables over a finite prompt law."""
 
-    def __init__(self, tables: ChunkTables, prompts: FinitePrompts) -> None:
-        if tables.num_contexts != prompts.num_contexts:
-            raise ValueError(
-                f"tables have {tables.num_contexts} contexts, prompts {prompts.num_contexts}"
-            )
-        self.tables = tables
-        self.prompts = prompts
-        self.vocab_size = tables.vocab_size
-        self.horizon = tables.horizon
+    tables: ChunkTables
 
     def chunk_tables(self) -> ChunkTables:
         return self.tables
@@ -413,18 +404,11 @@ class ChunkModel(SequenceModel):
                              f"got {prefixes.shape[1]}")
         return self.tables.next_token_logprobs(self.prompts.index_of(prompts), prefixes)
 
-    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
-        tokens = self._check_tokens(tokens)
-        return self.tables.token_logprobs(self.prompts.index_of(prompts), tokens)
-
     def sequence_logprob(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
         tokens = self._check_tokens(tokens)
         if tokens.shape[1] < self.horizon:
             return self.token_logprobs(prompts, tokens).sum(axis=1)
         return self.tables.sequence_logprob(self.prompts.index_of(prompts), tokens)
-
-    def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
-        return self.tables.sample(self.prompts.index_of(prompts), rng)
 
 
 # ------------------------------------------------------- chunk laws of other models

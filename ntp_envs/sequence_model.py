@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import gammaln, logsumexp
@@ -45,6 +45,7 @@ __all__ = [
     "FiniteStateTables",
     "PromptDistribution",
     "SequenceModel",
+    "TabulatedModel",
     "UniformPrompts",
     "sample_categorical",
     "window_states",
@@ -350,10 +351,11 @@ def log_binomial(n: int) -> FloatArray:
     return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
 
-class FiniteStateModel(SequenceModel):
-    """A sequence model given by finite-state tables over a finite prompt law."""
+class TabulatedModel(SequenceModel):
+    """A sequence model given by per-context tables over a finite prompt law: ``tables``
+    (finite-state or chunk tables) answer ``token_logprobs`` and ``sample`` by context index."""
 
-    def __init__(self, tables: FiniteStateTables, prompts: FinitePrompts) -> None:
+    def __init__(self, tables: Any, prompts: FinitePrompts) -> None:
         if tables.num_contexts != prompts.num_contexts:
             raise ValueError(
                 f"tables have {tables.num_contexts} contexts, prompts {prompts.num_contexts}"
@@ -362,6 +364,19 @@ class FiniteStateModel(SequenceModel):
         self.prompts = prompts
         self.vocab_size = tables.vocab_size
         self.horizon = tables.horizon
+
+    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
+        tokens = self._check_tokens(tokens)
+        return self.tables.token_logprobs(self.prompts.index_of(prompts), tokens)
+
+    def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
+        return self.tables.sample(self.prompts.index_of(prompts), rng)
+
+
+class FiniteStateModel(TabulatedModel):
+    """A sequence model given by finite-state tables over a finite prompt law."""
+
+    tables: FiniteStateTables
 
     def finite_state(self) -> FiniteStateTables:
         return self.tables
@@ -384,13 +399,6 @@ class FiniteStateModel(SequenceModel):
         for j in range(1, k + 1):
             state += prefixes[:, h - j] * self.vocab_size ** (j - 1)
         return self.tables.at_position(h)[ctx, state]
-
-    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
-        tokens = self._check_tokens(tokens)
-        return self.tables.token_logprobs(self.prompts.index_of(prompts), tokens)
-
-    def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
-        return self.tables.sample(self.prompts.index_of(prompts), rng)
 
 
 @dataclass(frozen=True)
