@@ -19,6 +19,9 @@ from ntp_envs.sequence_model import (
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 
+DEVICE_ENV = "NTP_GYM_DEVICE"
+"""Environment variable naming the torch device of the neural agents (default ``cpu``)."""
+
 if TYPE_CHECKING:
     from experts.demonstrations import Demonstrations
     from ntp_envs.chunk_tables import ChunkTables

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
+from agents.base import DEVICE_ENV, Agent, FittedPolicy, demonstration_arrays, register_policy_kind
 from ntp_envs.sequence_model import SequenceModel, sample_categorical
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
@@ -45,30 +45,34 @@ if TYPE_CHECKING:
 
 __all__ = ["CPU_CONFIG", "DEVICE_ENV", "LARGE_CONFIG", "MODES", "GPTAgent", "GPTConfig",
            "GPTNet", "GPTPolicy", "GPTSequenceModel", "build_net", "dummy_token", "gpt_agent",
-           "gpt_device", "target_inputs"]
+           "gpt_device", "parse_device", "target_inputs"]
 
-DEVICE_ENV = "NTP_GYM_DEVICE"
 MODES = ("tf", "reverse", "teacherless")
 CHUNK_ROWS = 4096
 """Sequences per forward pass at inference (bounds memory)."""
 
 
-def gpt_device() -> torch.device:
-    """The torch device named by ``NTP_GYM_DEVICE`` (default ``cpu``); ValueError naming the
-    variable when it is not a usable device."""
-    name = os.environ.get(DEVICE_ENV, "cpu").strip() or "cpu"
+def parse_device(name: str, source: str = DEVICE_ENV) -> torch.device:
+    """The torch device called ``name``; ValueError naming ``source`` (the variable or flag
+    it came from) when it is not cpu, cuda[:i] or mps, or is not available here."""
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"{DEVICE_ENV} must name a torch device (cpu, cuda, cuda:0, mps), "
+        raise ValueError(f"{source} must name a torch device (cpu, cuda, cuda:0, mps), "
                          f"got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{DEVICE_ENV}={name!r} but torch sees no CUDA device; use cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{DEVICE_ENV}={name!r} but torch sees no MPS device; use cpu")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{DEVICE_ENV} must be cpu, cuda[:i] or mps, got {name!r}")
+        raise ValueError(f"{source} must be cpu, cuda[:i] or mps, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{source}={name!r} but torch sees no CUDA device; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{source}={name!r} but torch sees no MPS device; use cpu")
     return device
+
+
+def gpt_device() -> torch.device:
+    """The torch device named by ``NTP_GYM_DEVICE`` (default ``cpu``; ``ntp-bench sweep
+    --device`` sets it for every worker); ValueError naming the variable when unusable."""
+    return parse_device(os.environ.get(DEVICE_ENV, "cpu").strip() or "cpu")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
+from agents.base import DEVICE_ENV
 from ntp_envs.validation import check_int
 
 MAX_WORKERS = 1024
@@ -239,8 +240,10 @@ class RayBackend(Backend):
             if self.address is None:
                 ray.init(num_cpus=self.workers or available_cores(), include_dashboard=False,
                          logging_level="WARNING")
-            else:
-                ray.init(address=self.address, logging_level="WARNING")
+            else:  # a remote cluster does not inherit this process's environment
+                env = {DEVICE_ENV: os.environ[DEVICE_ENV]} if DEVICE_ENV in os.environ else {}
+                ray.init(address=self.address, logging_level="WARNING",
+                         runtime_env={"env_vars": env} if env else None)
             self._owns_ray = True
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._remote = ray.remote(num_cpus=1)(call_in_worker)

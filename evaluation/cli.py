@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents import agent_names
+from agents.base import DEVICE_ENV
 from evaluation.analysis import growth_exponent, summarise
 from evaluation.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
 from evaluation.cot_experiment import report_answers
@@ -217,14 +219,23 @@ class SweepPlan:
     backend: Backend
     out: Path
     progress: bool
+    device: str | None = None
 
 
 def _plan(args: argparse.Namespace) -> SweepPlan:
     configs = _configs_from_args(args)
     _validate(configs)
+    device = None
+    if args.device is not None:
+        from agents.gpt import parse_device
+
+        try:
+            device = str(parse_device(args.device.strip(), "--device"))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     backend = _backend_from_args(args)
     out = Path(args.out or (f"runs/{args.preset}" if args.preset else "runs/sweep"))
-    return SweepPlan(configs, backend, out, not args.quiet)
+    return SweepPlan(configs, backend, out, not args.quiet, device)
 
 
 def plan_sweep(argv: Sequence[str]) -> SweepPlan:
@@ -260,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "min(cores, jobs); ray: CPUs of a local instance)")
     sweep.add_argument("--address", help="Ray cluster address (host:port or auto); "
                                          "default: start a local Ray instance")
+    sweep.add_argument("--device", help="torch device of the neural agents (cpu, cuda, cuda:1, "
+                                        "mps); default: $NTP_GYM_DEVICE or cpu")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     report = sub.add_parser("report", help="re-export CSV, plot and summary from a store")
     report.add_argument("--out", required=True, help="folder holding results.sqlite")
@@ -277,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"--out: no results.sqlite in {out}")
             return _report(out, None, console)
         plan = _plan(args)
+        if plan.device is not None:  # inherited by the worker processes
+            os.environ[DEVICE_ENV] = plan.device
         with ResultStore(output_paths(plan.out)["store"]) as store, plan.backend:
             keys = run_sweep(plan.configs, store, backend=plan.backend, progress=plan.progress)
         return _report(plan.out, keys, console)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import numpy as np
@@ -76,12 +77,22 @@ def test_population_fit(tmp_path) -> None:
     (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"foo": 1}'], "foo"),
     (["--env", "ntp_envs/ARLinear-v0", "--seeds", "0"], "--seeds"),
     (["--preset", "nope"], "--preset must be one of"),
+    (["--env", "ntp_envs/ARLinear-v0", "--device", "toaster"], "--device must name a torch"),
 ])
 def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, capsys, argv, message) -> None:
     out = tmp_path / "never"
     assert main(["sweep", *argv, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_device_flag_reaches_the_workers_environment(tmp_path, monkeypatch) -> None:
+    from agents.base import DEVICE_ENV
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert main([*SMALL, "--horizons", "4", "--seeds", "1", "--device", " cpu ",
+                 "--out", str(tmp_path / "dev")]) == 0
+    assert os.environ[DEVICE_ENV] == "cpu"  # set before the pool starts: workers inherit it
 
 
 def test_corrupt_store_is_a_clear_error(tmp_path, capsys) -> None:
