@@ -18,7 +18,7 @@ import numpy as np
 from ntp_envs.base import SequenceEnv
 from ntp_envs.sequence_model import DeterministicModel, PromptDistribution
 from ntp_envs.task import SequenceTask
-from ntp_envs.type_aliases import BoolArray, IntArray
+from ntp_envs.type_aliases import BoolArray, FloatArray, IntArray
 from ntp_envs.validation import check_int, reject_unknown
 
 ENV_ID = "ntp_envs/PathStar-v0"
@@ -212,11 +212,23 @@ class PathStarTask(SequenceTask):
     """A path-star task: reward 1.0 on the last step when the whole target is right."""
 
     def reward(self, prompt: IntArray, prefix: IntArray, action: int) -> float:
-        if len(prefix) + 1 < self.horizon:
-            return 0.0
-        target = self.expert.deterministic_sequences(np.asarray(prompt)[None, :])[0]
-        emitted = np.append(np.asarray(prefix, dtype=np.int64), int(action))
-        return float(np.array_equal(emitted, target))
+        prefix = np.asarray(prefix, dtype=np.int64)
+        return float(self.rewards(np.asarray(prompt)[None, :], prefix[None, :],
+                                  np.array([len(prefix)]), np.array([action]))[0])
+
+    def rewards(self, prompts: IntArray, tokens: IntArray, positions: IntArray,
+                actions: IntArray) -> FloatArray:
+        """Batched :meth:`reward` (the form :func:`ntp_envs.vector.step_rewards` uses): row
+        ``i`` emits ``actions[i]`` after ``tokens[i, :positions[i]]``."""
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.zeros(len(positions), dtype=np.float64)
+        rows = np.flatnonzero(positions + 1 >= self.horizon)
+        if len(rows):
+            target = self.expert.deterministic_sequences(np.asarray(prompts)[rows])
+            emitted = np.concatenate([np.asarray(tokens, dtype=np.int64)[rows, :self.horizon - 1],
+                                      np.asarray(actions, dtype=np.int64)[rows, None]], axis=1)
+            out[rows] = (emitted == target).all(axis=1)
+        return out
 
 
 def check_layout(degree: Any, path_length: Any, num_nodes: Any) -> StarLayout:

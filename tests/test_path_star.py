@@ -187,6 +187,21 @@ def test_episode_rewards_and_correctness_info(order: str) -> None:
         assert step_info["per_position_correct"].tolist() == [True, False, True, True]
 
 
+def test_batched_rewards_pay_the_whole_path_only() -> None:
+    task = make_task(ENV_ID)
+    rng = np.random.default_rng(3)
+    prompts, tokens = task.sample_demonstrations(300, rng)
+    paths = solve_paths(task.extras["layout"], prompts)
+    tokens[::2, 1] = (tokens[::2, 1] + 1) % 20  # half the rows leave the path at the decision
+    positions = rng.integers(0, task.horizon, size=300)
+    actions = np.where(rng.random(300) < 0.8, paths[:, -1], 0)
+    rewards = task.rewards(prompts, tokens, positions, actions)
+    right = ((positions == task.horizon - 1) & (tokens[:, :-1] == paths[:, :-1]).all(axis=1)
+             & (actions == paths[:, -1]))
+    assert right.sum() > 20 and (~right).sum() > 20
+    np.testing.assert_array_equal(rewards, right.astype(float))
+
+
 def test_teacherless_inputs_hide_the_target() -> None:
     prefixes = np.array([[3, 4, 5], [6, 7, 8]])
     np.testing.assert_array_equal(target_inputs(prefixes, "teacherless", 23), np.full((2, 3), 23))
