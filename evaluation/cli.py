@@ -176,6 +176,8 @@ def _print_summary(console: Console, frame: pd.DataFrame) -> None:
                       cell("c_apx", 3))
     console.print(table)
     for _, row in growth_exponent(summary).iterrows():
+        if pd.isna(row["slope"]):  # fewer than two horizons with a finite C_apx: no slope
+            continue
         data = "population" if row["n_train"] == 0 else f"n={row['n_train']}"
         se = "" if pd.isna(row["slope_se"]) else f" ± {row['slope_se']:.2g}"
         console.print(f"growth exponent of C_apx in H, {_env_name(row)}, {row['agent']} ({data}): "

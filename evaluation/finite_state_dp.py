@@ -160,7 +160,7 @@ def finite_state_divergences(
 
 def hellinger2_from_log_bc(log_bc: float) -> float:
     """``2 - 2 BC`` computed as ``-2 expm1(log BC)``, clipped to ``[0, 2]``."""
-    return min(max(-2.0 * math.expm1(min(log_bc, 0.0)), 0.0), 2.0)
+    return min(max(-2.0 * math.expm1(min(log_bc, 0.0)), 0.0), 2.0) + 0.0  # no -0.0
 
 
 # ---------------------------------------------------------------------------- internals

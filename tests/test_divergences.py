@@ -294,6 +294,14 @@ def test_hellinger_properties(case) -> None:
     assert kl_pq >= h_pq - 1e-12
 
 
+def test_hellinger_of_a_perfect_fit_is_plus_zero() -> None:
+    from evaluation.finite_state_dp import hellinger2_from_log_bc
+
+    for log_bc in (0.0, 1e-15, -0.0):  # BC = 1 (rounding may put log BC a hair above 0)
+        assert math.copysign(1.0, hellinger2_from_log_bc(log_bc)) == 1.0  # not -0.0
+    assert hellinger2_from_log_bc(-1e300) == 2.0
+
+
 # ------------------------------------------------------------- extremes and gradients
 
 

@@ -86,13 +86,20 @@ def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, capsys, argv, messag
     assert not out.exists()
 
 
-def test_device_flag_reaches_the_workers_environment(tmp_path, monkeypatch) -> None:
+def test_device_flag_reaches_the_workers_environment(tmp_path, monkeypatch, capsys) -> None:
     from agents.base import DEVICE_ENV
 
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     assert main([*SMALL, "--horizons", "4", "--seeds", "1", "--device", " cpu ",
                  "--out", str(tmp_path / "dev")]) == 0
     assert os.environ[DEVICE_ENV] == "cpu"  # set before the pool starts: workers inherit it
+    assert "growth exponent" not in capsys.readouterr().out  # one horizon: no slope to print
+
+
+def test_growth_exponent_is_printed_for_several_horizons(tmp_path, capsys) -> None:
+    assert main([*SMALL, "--seeds", "1", "--out", str(tmp_path / "two")]) == 0
+    out = capsys.readouterr().out
+    assert "growth exponent of C_apx in H" in out and "nan" not in out
 
 
 def test_corrupt_store_is_a_clear_error(tmp_path, capsys) -> None:
