@@ -339,3 +339,34 @@ def test_uniform_prompts_reject_bad_input() -> None:
         prompts.index_of(np.array([[1, 0]]))
     with pytest.raises(ValueError, match="distinct"):
         UniformPrompts(np.array([[0, 1], [0, 1]]))
+
+
+# --------------------------------------------------------- the issue's reproductions
+
+
+@pytest.mark.slow
+def test_parity_16_of_8_count_cot_learns_none_and_xor_stay_at_chance() -> None:
+    """The ``cot`` preset's parity settings (4,000 demonstrations; about 2 minutes)."""
+    from evaluation.presets import COT_PARITY, COT_PARITY_TRAIN
+
+    accuracy = {}
+    for cot in ("none", "count", "xor"):
+        task = make_task(PARITY, **COT_PARITY, cot=cot)
+        policy = LinearAR().fit(task, collect_demonstrations(task, COT_PARITY_TRAIN, 0))
+        accuracy[cot] = answer_accuracy(task, policy).accuracy  # exact over 2^16 prompts
+    assert accuracy["count"] >= 0.99
+    assert abs(accuracy["none"] - 0.5) <= 0.05
+    assert abs(accuracy["xor"] - 0.5) <= 0.05
+
+
+@pytest.mark.slow
+def test_mlp_ar_multiplies_2_by_2_digits_on_held_out_pairs() -> None:
+    """Long CoT, answer least significant digit first, all training pairs (about 1.5 minutes);
+    without CoT the same learner stays far below."""
+    rng = np.random.default_rng(0)
+    long = make_task(MULT, num_digits=2, cot="long", answer_order="lsd")
+    fitted = make_agent("mlp-ar").fit(long, None, rng)
+    assert answer_accuracy(long, fitted).accuracy >= 0.9  # held-out pairs
+    direct = make_task(MULT, num_digits=2, cot="none")
+    fitted = make_agent("mlp-ar").fit(direct, None, rng)
+    assert answer_accuracy(direct, fitted).accuracy <= 0.5
