@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 META_KEY = "metadata"
-CORRUPT_FILE_ERRORS = (ValueError, OSError, EOFError, KeyError, RuntimeError,
-                       NotImplementedError, SyntaxError, OverflowError, struct.error,
-                       zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
+CORRUPT_FILE_ERRORS = (ValueError, OSError, EOFError, KeyError, RuntimeError,  # RuntimeError
+                       SyntaxError, OverflowError, struct.error,  # covers numpy's refusal of
+                       zipfile.BadZipFile, zlib.error, UnicodeDecodeError)  # unknown formats
 
 
 def save_archive(
