@@ -68,10 +68,26 @@ def _setting(env_kwargs: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "defaults"
 
 
+def _bar_label(env_kwargs: str) -> str:
+    """A short bar label: ``2x2 long, lsd`` for multiplication, the settings otherwise."""
+    kwargs = json.loads(env_kwargs)
+    if "num_digits" not in kwargs:
+        return _setting(env_kwargs)
+    digits, cot = kwargs["num_digits"], kwargs.get("cot", "long")
+    order = f", {kwargs.get('answer_order', 'msd')}" if cot != "none" else ""
+    return f"{digits}x{digits} {cot}{order}"
+
+
+def _data_label(n_train: int) -> str:
+    if n_train == 0:
+        return "pop."
+    return f"n={n_train // 1000}k" if n_train % 1000 == 0 else f"n={n_train}"
+
+
 def plot_answer_accuracy(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """ParityCoT: accuracy vs CoT length per (agent, cot, n); other tasks: bars."""
     envs = sorted(summary["env_id"].unique(), key=lambda e: (e != PARITY, e))
-    fig, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(envs), figsize=(7.5 * len(envs), 4.6), squeeze=False)
     for ax, env_id in zip(axes[0], envs, strict=True):
         frame = summary[summary["env_id"] == env_id].copy()
         name = env_id.removeprefix("ntp_envs/")
@@ -88,11 +104,13 @@ def plot_answer_accuracy(summary: pd.DataFrame, path: str | os.PathLike[str]) ->
             ax.set_xlabel("chain-of-thought length (tokens before the answer)")
             ax.set_title(f"{name}: answer accuracy vs CoT length", fontsize=9)
         else:
-            labels = [f"{_setting(k)}\n{a} ({'pop.' if n == 0 else f'n={n}'})" for k, a, n in
+            frame = frame.assign(_order=[_bar_label(k) for k in frame["env_kwargs"]])
+            frame = frame.sort_values(["_order", "agent"], kind="stable")
+            labels = [f"{_bar_label(k)}\n{a} ({_data_label(n)})" for k, a, n in
                       zip(frame["env_kwargs"], frame["agent"], frame["n_train"], strict=True)]
             ax.bar(range(len(frame)), frame["answer_accuracy_mean"],
                    yerr=frame["answer_accuracy_se"], capsize=3, color="C0")
-            ax.set_xticks(range(len(frame)), labels, rotation=60, ha="right", fontsize=7)
+            ax.set_xticks(range(len(frame)), labels, fontsize=7)
             ax.set_title(f"{name}: exact-answer accuracy "
                          f"({', '.join(sorted(frame['split'].unique()))} prompts)", fontsize=9)
         ax.set_ylim(-0.02, 1.02)
