@@ -371,13 +371,14 @@ def test_agent_smoke_fit_act_save_load(agent: str, tmp_path) -> None:
 
 def test_sb3_evaluation_pays_one_per_right_path() -> None:
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecMonitor
 
     from agents.sb3_policy import as_sb3_policy
     from ntp_envs.vector import make_sb3_vec_env
 
     kwargs = {"path_length": 3, "num_nodes": 8}
     task = make_task(ENV_ID, **kwargs)
-    venv = make_sb3_vec_env(ENV_ID, 4, seed=0, **kwargs)
+    venv = VecMonitor(make_sb3_vec_env(ENV_ID, 4, seed=0, **kwargs))
     mean, _ = evaluate_policy(as_sb3_policy(task.expert, task, seed=0), venv, n_eval_episodes=8)
     assert mean == 1.0  # the expert's path, every episode
     policy = GPTAgent("tf", TINY).fit(task, collect_demonstrations(task, 64, 0))
