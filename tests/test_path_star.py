@@ -446,7 +446,7 @@ def test_training_is_reproducible_and_learns_the_trivial_tokens() -> None:
 def test_teacher_forcing_fails_where_reverse_targets_succeed(tmp_path) -> None:
     """The split of Bachmann & Nagarajan at the defaults (degree 2, path length 4, 20 labels),
     with the registered agents and budgets, through the sweep (two single-threaded worker
-    processes: about 10-12 minutes on an idle 2-core machine)."""
+    processes: 8.5 minutes on this 2-core machine)."""
     from evaluation.backends import LocalBackend
     from evaluation.presets import PATHSTAR, PATHSTAR_TRAIN
     from evaluation.store import ResultStore
