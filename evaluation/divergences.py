@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -37,8 +38,11 @@ from ntp_envs.sequence_model import (
     PromptDistribution,
     SequenceModel,
 )
+from ntp_envs.type_aliases import IntArray
 
 __all__ = ["METHODS", "DivergenceResult", "Method", "divergence"]
+
+T = TypeVar("T")
 
 MAX_AUTO_ENUMERATE = 4096
 """``"auto"`` enumerates when ``V**H`` is at most this (it then also gives TV)."""
@@ -119,25 +123,32 @@ def _enumerate_run(problem: Problem) -> DivergenceResult:
 # ------------------------------------------------------------------ sufficient statistics
 
 
-def _aligned_count_law(model: SequenceModel, prompts: FinitePrompts) -> CountLaw | str:
-    """The model's count law with contexts in the order of ``prompts``, or why there is none."""
-    law = model.count_law()
-    if law is None:
-        return f"{type(model).__name__} exposes no count_law()"
-    n_ctx = law.log_seq.shape[0]
+def _align_contexts(model: SequenceModel, prompts: FinitePrompts, n_ctx: int, what: str,
+                    reorder: Callable[[IntArray], T]) -> T | None | str:
+    """Reorder the model's per-context ``what`` (``n_ctx`` rows) to the order of ``prompts``:
+    ``reorder(index)`` when the model lists its own prompts in another order, ``None`` when the
+    rows already line up, or why they cannot."""
     own = getattr(model, "prompts", None)
     if isinstance(own, FinitePrompts) and own.num_contexts == n_ctx:
         try:
             index = own.index_of(prompts.contexts)
         except ValueError as err:
             return f"{type(model).__name__} does not cover the prompt law: {err}"
-        if np.array_equal(index, np.arange(n_ctx)):
-            return law
-        return CountLaw(law.log_seq[index])
+        return None if np.array_equal(index, np.arange(n_ctx)) else reorder(index)
     if n_ctx != prompts.num_contexts:
-        return (f"{type(model).__name__} has a count law for {n_ctx} contexts, "
+        return (f"{type(model).__name__} has {what} for {n_ctx} contexts, "
                 f"the prompt law has {prompts.num_contexts}")
-    return law
+    return None
+
+
+def _aligned_count_law(model: SequenceModel, prompts: FinitePrompts) -> CountLaw | str:
+    """The model's count law with contexts in the order of ``prompts``, or why there is none."""
+    law = model.count_law()
+    if law is None:
+        return f"{type(model).__name__} exposes no count_law()"
+    aligned = _align_contexts(model, prompts, law.log_seq.shape[0], "a count law",
+                              lambda index: CountLaw(law.log_seq[index]))
+    return law if aligned is None else aligned
 
 
 def _stats_laws(problem: Problem) -> tuple[CountLaw, CountLaw] | str:
@@ -172,19 +183,10 @@ def _aligned_tables(model: SequenceModel, prompts: FinitePrompts) -> FiniteState
     tables = model.finite_state()
     if tables is None:
         return f"{type(model).__name__} exposes no finite_state()"
-    own = getattr(model, "prompts", None)
-    if isinstance(own, FinitePrompts) and own.num_contexts == tables.num_contexts:
-        try:
-            index = own.index_of(prompts.contexts)
-        except ValueError as err:
-            return f"{type(model).__name__} does not cover the prompt law: {err}"
-        if np.array_equal(index, np.arange(tables.num_contexts)):
-            return tables
-        return FiniteStateTables(tables.logp[index], tables.memory, tables.horizon)
-    if tables.num_contexts != prompts.num_contexts:
-        return (f"{type(model).__name__} has tables for {tables.num_contexts} contexts, "
-                f"the prompt law has {prompts.num_contexts}")
-    return tables
+    aligned = _align_contexts(
+        model, prompts, tables.num_contexts, "tables",
+        lambda index: FiniteStateTables(tables.logp[index], tables.memory, tables.horizon))
+    return tables if aligned is None else aligned
 
 
 def _dp_tables(problem: Problem) -> tuple[FiniteStateTables, FiniteStateTables] | str:
@@ -225,18 +227,11 @@ def _chunk_forms(problem: Problem) -> tuple[FiniteStateTables | CountLaw, ChunkT
     learner = problem.learner.chunk_tables()
     if learner is None:
         return f"{type(problem.learner).__name__} exposes no chunk_tables()"
-    own = getattr(problem.learner, "prompts", None)
-    if isinstance(own, FinitePrompts) and own.num_contexts == learner.num_contexts:
-        try:
-            index = own.index_of(problem.prompts.contexts)
-        except ValueError as err:
-            return f"{type(problem.learner).__name__} does not cover the prompt law: {err}"
-        if not np.array_equal(index, np.arange(learner.num_contexts)):
-            learner = learner.select_contexts(index)
-    elif learner.num_contexts != problem.prompts.num_contexts:
-        return (f"{type(problem.learner).__name__} has chunk tables for "
-                f"{learner.num_contexts} contexts, the prompt law has "
-                f"{problem.prompts.num_contexts}")
+    aligned = _align_contexts(problem.learner, problem.prompts, learner.num_contexts,
+                              "chunk tables", learner.select_contexts)
+    if isinstance(aligned, str):
+        return aligned
+    learner = learner if aligned is None else aligned
     tables = _aligned_tables(problem.expert, problem.prompts)
     if not isinstance(tables, str):
         size = chunk_dp_elements(tables.memory, learner)
