@@ -1,13 +1,15 @@
 """Bridges between the suite's policies and Stable-Baselines3, both ways.
 
-* :class:`SB3PolicyModel`: an SB3 ``ActorCriticPolicy``'s action distribution on the env's
+* :class:`SB3PolicyModel`: the one way to score an SB3 policy (PPO or A2C trained from
+  scratch, imitation's BC, a :class:`NeuralPolicy`): its action distribution on the env's
   observation encoding, as a :class:`~ntp_envs.sequence_model.SequenceModel`, so the
-  evaluator scores a neural policy like any other (enumeration for tiny ``V**H``, Monte
-  Carlo with a standard error otherwise).
+  evaluator scores it like any other policy (enumeration for tiny ``V**H``, Monte Carlo
+  with a standard error otherwise).
 * :class:`NeuralPolicy`: the fitted policy the neural agents return; saved without pickle
   (the ``state_dict`` tensors as numpy arrays, the architecture in the JSON metadata).
-* :func:`as_sb3_policy` / :func:`load_sb3_policy`: any fitted policy (or sequence model) as
-  an SB3 ``BasePolicy``: ``predict``, ``evaluate_policy``, imitation's ``rollout``.
+* :func:`as_sb3_policy` (from :mod:`experts.policy`) / :func:`load_sb3_policy`: any fitted
+  policy (or sequence model) as an SB3 ``BasePolicy``: ``predict``, ``evaluate_policy``,
+  imitation's ``rollout``.
 * :func:`bc_initialised_ppo`: SB3 PPO whose policy starts from a :class:`NeuralPolicy`.
 """
 
@@ -20,13 +22,15 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.base import FittedPolicy, load_policy, register_policy_kind
-from experts.policy import ImitationExpert
-from ntp_envs.base import encode_observations, observation_space
+from experts.policy import ImitationExpert, as_sb3_policy
+from ntp_envs.base import encode_observations, has_task_spaces, observation_space
 from ntp_envs.sequence_model import SequenceModel
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
@@ -81,13 +85,18 @@ def architecture(policy: ActorCriticPolicy) -> dict[str, Any]:
 
 class SB3PolicyModel(SequenceModel):
     """``pi(a | x, a_{<h})`` = the SB3 policy's action distribution at the env observation
-    ``encode_observations(task, x, a_{<h})``, computed in float64 from its logits."""
+    ``encode_observations(task, x, a_{<h})``, computed in float64 from its logits.
 
-    def __init__(self, task: SequenceTask, policy: ActorCriticPolicy) -> None:
+    ``policy`` is an SB3 ``ActorCriticPolicy`` with a categorical action distribution (PPO's
+    and A2C's ``MlpPolicy``, imitation's BC policy) or an algorithm holding one (``PPO``,
+    ``A2C``: its ``.policy``), on the task's env spaces. A policy without an action
+    distribution (DQN's Q-network) is refused: score it through the sequence model it acts by.
+    """
+
+    def __init__(self, task: SequenceTask, policy: ActorCriticPolicy | BaseAlgorithm) -> None:
+        policy = check_actor_critic(policy)
         expected = observation_space(task)
-        if policy.observation_space != expected or policy.action_space != spaces.Discrete(
-            task.vocab_size
-        ):
+        if not has_task_spaces(task, policy.observation_space, policy.action_space):
             raise ValueError(f"policy spaces ({policy.observation_space}, "
                              f"{policy.action_space}) must be the task's env spaces "
                              f"({expected}, Discrete({task.vocab_size}))")
@@ -130,6 +139,22 @@ class SB3PolicyModel(SequenceModel):
         return out
 
 
+def check_actor_critic(policy: Any) -> ActorCriticPolicy:
+    """``policy`` (or an algorithm's ``.policy``) if it is an ``ActorCriticPolicy`` with a
+    categorical action distribution; ValueError naming what is accepted otherwise."""
+    inner = policy.policy if isinstance(policy, BaseAlgorithm) else policy
+    if not isinstance(inner, ActorCriticPolicy) or not isinstance(
+        inner.action_dist, CategoricalDistribution
+    ):
+        name = type(inner).__name__
+        raise ValueError(
+            "policy must be an SB3 ActorCriticPolicy with a categorical action distribution "
+            "(PPO's or A2C's MlpPolicy on the env, imitation's BC policy) or an algorithm "
+            f"holding one; got {name}"
+            + (" (a Q-network has no action distribution to score)" if "DQN" in name else ""))
+    return inner
+
+
 @register_policy_kind
 class NeuralPolicy(FittedPolicy):
     """A fitted SB3 ``ActorCriticPolicy`` (``sb3_policy``), scored through its action
@@ -167,20 +192,6 @@ class NeuralPolicy(FittedPolicy):
             raise ValueError("saved weights must be finite")
         policy.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
         return cls(task, policy, info)
-
-
-def as_sb3_policy(
-    policy: SequenceModel, task: SequenceTask | None = None,
-    seed: int | np.random.Generator | None = None,
-) -> ImitationExpert:
-    """``policy`` as an SB3 ``BasePolicy`` on its task's env (``task`` defaults to the fitted
-    policy's own): ``predict`` samples (or, deterministic, takes the argmax of) its
-    next-token law at each observation."""
-    task = getattr(policy, "task", None) if task is None else task
-    if not isinstance(task, SequenceTask):
-        raise ValueError("task must be given for a sequence model that is not a FittedPolicy")
-    return ImitationExpert(observation_space(task), spaces.Discrete(task.vocab_size), task,
-                           seed, model=policy)
 
 
 def load_sb3_policy(

@@ -11,6 +11,7 @@ within ``--tolerance`` nats/token of LogLossBC's or its *training* time (convers
 evaluations excluded) reaches ``--budget-factor`` x LogLossBC's fit time.
 Run: ``python benchmarks/bench_logloss.py [--quick] [--help]``.
 Targets: LogLossBC fits 1M tokens in < 10 s; BC needs > 10x that time to match its loss.
+Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ntp_envs.type_aliases import FloatArray
 
 ENV_ID = "ntp_envs/ARLinear-v0"
 TARGET_FIT_S = 10.0
+TARGET_SPEEDUP = 10.0
 EVAL_BATCH = 16384  # held-out rows per evaluate_actions call
 
 
@@ -273,6 +275,12 @@ def main(argv: list[str] | None = None) -> None:
               f"; best {best_loss:.6f} ({best_loss - ours_loss:+.6f} vs ours): "
               f"LogLossBC is > {run.train_s / fit_s:.1f}x faster")
     print(f"load avg at end {os.getloadavg()[0]:.2f} (timings are wall clock)")
+    failed = [name for name, ok in [
+        (f"fit < {TARGET_FIT_S:.0f} s", fit_s < TARGET_FIT_S),
+        (f"BC > {TARGET_SPEEDUP:.0f}x slower",
+         run.reached_at is None or final_s / fit_s > TARGET_SPEEDUP)] if not ok]
+    if failed:
+        raise SystemExit(f"bench_logloss: targets MISSED: {failed}")
 
 
 if __name__ == "__main__":

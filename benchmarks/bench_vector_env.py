@@ -4,7 +4,7 @@ SB3's ``DummyVecEnv`` over the same env, side by side in one run.
 Every env steps the same pre-drawn random actions (policy cost excluded) with autoreset.
 Steps/s counts sub-env steps (``num_envs`` per vector step). Run:
 ``python benchmarks/bench_vector_env.py [--help]``. Target: native Gymnasium vector env at
-256 sub-envs >= 20x the steps/s of ``SyncVectorEnv``.
+256 sub-envs >= 20x the steps/s of ``SyncVectorEnv`` (exits 1 if missed).
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
               f"[{'met' if gym_ratio >= TARGET_RATIO else 'MISSED'}: >= {TARGET_RATIO:.0f}x]; "
               f"native SB3/DummyVecEnv: {sb3_ratio:.0f}x")
     print(f"\ntarget >= {TARGET_RATIO:.0f}x on every env: {'met' if met else 'MISSED'}")
+    if not met:
+        raise SystemExit("bench_vector_env: the target was MISSED")
 
 
 if __name__ == "__main__":

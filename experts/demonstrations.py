@@ -11,7 +11,7 @@ import numpy as np
 from imitation.data import rollout as imitation_rollout
 from imitation.data.types import TrajectoryWithRew, Transitions
 
-from ntp_envs import make_task
+from ntp_envs import make_task, registered_env_ids
 from ntp_envs.archive import load_archive, save_archive
 from ntp_envs.base import encode_observations
 from ntp_envs.task import SequenceTask
@@ -101,6 +101,9 @@ class Demonstrations:
             )
         if np.isnan(logp).any() or logp.max() > 1e-9:
             raise ValueError("expert_logprobs must be log-probabilities (<= 0, no NaN)")
+        if np.isneginf(logp).any():
+            raise ValueError("expert_logprobs must be finite: every demonstrated token has "
+                             "positive probability under the expert")
         for name, value in [("env_kwargs", kwargs), ("vocab_size", vocab), ("prompts", prompts),
                             ("tokens", tokens), ("expert_logprobs", logp)]:
             object.__setattr__(self, name, value)
@@ -129,6 +132,27 @@ class Demonstrations:
             )
         object.__setattr__(self, "_task", task)
         return task
+
+    def check_same_env(self, task: SequenceTask) -> None:
+        """ValueError unless these demonstrations come from ``task``'s env with its kwargs
+        (compared as full parameter sets, so omitted defaults match)."""
+        if getattr(self, "_task", None) is task:
+            return
+        if self.env_id != task.env_id:
+            raise ValueError(f"demonstrations come from env {self.env_id}, not the task's "
+                             f"{task.env_id}: fit on demonstrations of the task's own env")
+        theirs = _jsonable(task.params)
+        ours = self.env_kwargs
+        if ours != theirs and self.env_id in registered_env_ids():
+            ours = _jsonable(self.task().params)  # the full parameters the kwargs give
+        differ = sorted(k for k in ours.keys() | theirs.keys()
+                        if k not in ours or k not in theirs or ours[k] != theirs[k])
+        if differ:
+            raise ValueError(
+                f"demonstrations of {self.env_id} come from another instance than the task: "
+                f"{ {k: ours.get(k) for k in differ} } vs the task's "
+                f"{ {k: theirs.get(k) for k in differ} }; fit on demonstrations of the same "
+                "env kwargs")
 
     def subset(self, index: IntArray | slice) -> Demonstrations:
         """The sequences selected by ``index`` (same env and metadata)."""
@@ -180,7 +204,10 @@ class Demonstrations:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Demonstrations:
-        """Read a file written by :meth:`save`; ValueError if it is not a valid one."""
+        """Read a file written by :meth:`save`; ValueError if it is not a valid one: also when
+        its env id is not registered, its env kwargs do not build the env, the env's horizon,
+        vocabulary or prompt length differ from the arrays', or a log-probability is not
+        finite."""
         what = "demonstrations file"
         arrays, meta = load_archive(path, what)
         problem = None
@@ -192,10 +219,17 @@ class Demonstrations:
             problem = f"metadata lacks {sorted({'env_id', 'env_kwargs', 'vocab_size'} - set(meta))}"
         elif set(ARRAY_FIELDS) - set(arrays):
             problem = f"missing entries {sorted(set(ARRAY_FIELDS) - set(arrays))}"
+        elif meta["env_id"] not in registered_env_ids():
+            problem = f"env_id must be one of {registered_env_ids()}, got {meta['env_id']!r}"
         if problem:
             raise ValueError(f"{os.fspath(path)} is not a valid {what}: {problem}")
-        return cls(env_id=meta["env_id"], env_kwargs=meta["env_kwargs"],
-                   vocab_size=meta["vocab_size"], **{k: arrays[k] for k in ARRAY_FIELDS})
+        try:
+            demos = cls(env_id=meta["env_id"], env_kwargs=meta["env_kwargs"],
+                        vocab_size=meta["vocab_size"], **{k: arrays[k] for k in ARRAY_FIELDS})
+            demos.task()  # the env kwargs build the env, and its shapes are the arrays'
+        except ValueError as err:
+            raise ValueError(f"{os.fspath(path)} is not a valid {what}: {err}") from None
+        return demos
 
 
 def collect_demonstrations(

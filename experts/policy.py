@@ -1,5 +1,12 @@
-"""The task's expert (or any sequence model) as a policy on env observations (SB3 ``predict``
-and imitation flavours)."""
+"""The task's expert (or any sequence model of the task) as a policy on env observations.
+
+One route per use:
+
+* act in a plain Gymnasium env loop (numpy in, numpy out): :class:`ExpertPolicy`;
+* an SB3 ``BasePolicy`` for SB3 (``evaluate_policy``) and imitation (``rollout``, DAgger):
+  :func:`as_sb3_policy` (it returns an :class:`ImitationExpert`);
+* the reverse, an SB3 policy scored as a sequence model: ``agents.sb3_policy.SB3PolicyModel``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import torch as th
 from imitation.policies.base import NonTrainablePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
-from ntp_envs.base import decode_observations
+from ntp_envs.base import decode_observations, has_task_spaces, observation_space
 from ntp_envs.sequence_model import SequenceModel, sample_categorical
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
@@ -76,7 +83,8 @@ class ExpertPolicy:
 
 class ImitationExpert(NonTrainablePolicy):
     """The expert (or ``model``, any sequence model of the task) as an SB3 ``BasePolicy``
-    (for imitation's ``rollout`` and DAgger, SB3's ``evaluate_policy``).
+    (for imitation's ``rollout`` and DAgger, SB3's ``evaluate_policy``); built by
+    :func:`as_sb3_policy`.
 
     ``_predict`` is batched over the observations and honours ``deterministic``;
     ``_choose_action`` is the single-observation form imitation's base class defines.
@@ -109,20 +117,35 @@ class ImitationExpert(NonTrainablePolicy):
         return self.expert.predict(np.asarray(obs))[0]
 
 
+def as_sb3_policy(
+    model: SequenceModel,
+    task: SequenceTask | None = None,
+    seed: int | np.random.Generator | None = None,
+    *,
+    env: VecEnv | gym.Env | None = None,
+) -> ImitationExpert:
+    """``model`` (the task's expert, a fitted policy, any sequence model of the task) as an SB3
+    ``BasePolicy`` on the task's env: ``predict`` samples (or, deterministic, takes the argmax
+    of) its next-token law at each observation.
+
+    ``task`` defaults to a fitted policy's own; ``env``, when given, must have the task's
+    spaces (ValueError otherwise).
+    """
+    task = getattr(model, "task", None) if task is None else task
+    if not isinstance(task, SequenceTask):
+        raise ValueError("task must be given for a sequence model that is not a FittedPolicy")
+    obs_space, act_space = observation_space(task), gym.spaces.Discrete(task.vocab_size)
+    if env is not None and not has_task_spaces(task, env.observation_space, env.action_space):
+        raise ValueError(f"env spaces ({env.observation_space}, {env.action_space}) must be "
+                         f"the task's ({obs_space}, {act_space})")
+    return ImitationExpert(obs_space, act_space, task, seed, model=model)
+
+
 def make_imitation_expert(
     venv_or_env: VecEnv | gym.Env,
     task: SequenceTask,
     seed: int | np.random.Generator | None = None,
 ) -> ImitationExpert:
-    """An :class:`ImitationExpert` with the spaces of ``venv_or_env``."""
-    obs_space, act_space = venv_or_env.observation_space, venv_or_env.action_space
-    if not isinstance(act_space, gym.spaces.Discrete) or int(act_space.n) != task.vocab_size:
-        raise ValueError(
-            f"venv_or_env action space must be Discrete({task.vocab_size}), got {act_space}"
-        )
-    expected = obs_space.shape[-1] if obs_space.shape else None
-    if expected != task.prompts.prompt_length + 1 + task.horizon:
-        raise ValueError(
-            f"venv_or_env observation space {obs_space} does not match the task's encoding"
-        )
-    return ImitationExpert(obs_space, act_space, task, seed)
+    """The task's expert as an SB3 policy: ``as_sb3_policy(task.expert, task, seed,
+    env=venv_or_env)`` (kept for existing scripts; use :func:`as_sb3_policy`)."""
+    return as_sb3_policy(task.expert, task, seed, env=venv_or_env)

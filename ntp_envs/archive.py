@@ -2,12 +2,14 @@
 
 Used for every file the suite saves (demonstrations, fitted policies). Writes are atomic
 (temp file, fsync, rename), so a failure leaves the target untouched; reads never unpickle
-(``allow_pickle=False``) and turn any corruption into a ValueError.
+(``allow_pickle=False``) and turn any corruption into a ValueError, a header that declares
+more data than its entry holds included (checked before anything is allocated).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -64,6 +66,7 @@ def load_archive(
         with data:
             if META_KEY not in data.files:
                 raise ValueError("no metadata")
+            _check_declared_sizes(data)
             arrays = {name: data[name] for name in data.files}
         meta = _read_metadata(arrays.pop(META_KEY))
     except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -71,6 +74,26 @@ def load_archive(
     except CORRUPT_FILE_ERRORS as err:
         raise ValueError(f"{os.fspath(path)} is not a valid {what}: {err}") from None
     return arrays, meta
+
+
+def _check_declared_sizes(data: np.lib.npyio.NpzFile) -> None:
+    """ValueError for an entry whose ``.npy`` header declares more bytes than it holds."""
+    for info in data.zip.infolist():
+        if not info.filename.endswith(".npy"):
+            continue
+        with data.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f"entry {info.filename!r}: unsupported .npy version {version}")
+            declared = math.prod(shape) * dtype.itemsize
+            held = info.file_size - member.tell()
+        if declared > held:
+            raise ValueError(f"entry {info.filename!r} declares shape {shape} of {dtype} "
+                             f"({declared} bytes) but holds {held} bytes")
 
 
 def _read_metadata(raw: np.ndarray) -> dict[str, Any]:

@@ -26,6 +26,14 @@ def observation_space(task: SequenceTask) -> spaces.MultiDiscrete:
     return spaces.MultiDiscrete(nvec)
 
 
+def has_task_spaces(task: SequenceTask, obs_space: spaces.Space, act_space: spaces.Space) -> bool:
+    """Whether ``obs_space``/``act_space`` are the task env's (:func:`observation_space`,
+    ``Discrete(V)``)."""
+    expected = observation_space(task)
+    return (isinstance(obs_space, spaces.MultiDiscrete) and obs_space.shape == expected.shape
+            and obs_space == expected and act_space == spaces.Discrete(task.vocab_size))
+
+
 def encode_observations(task: SequenceTask, prompts: IntArray, prefixes: IntArray) -> IntArray:
     """Batched observations ``(B, L + 1 + H)`` for prompts ``(B, L)`` and prefixes ``(B, h)``."""
     prompts = np.asarray(prompts, dtype=np.int64)
@@ -55,6 +63,29 @@ def decode_observations(task: SequenceTask, obs: IntArray) -> tuple[IntArray, In
     return obs[:, :length], obs[:, length], obs[:, length + 1 :]
 
 
+GYMNASIUM_RENDER_MODES = ("human", "rgb_array", "rgb_array_list", "depth_array", "ansi",
+                          "ansi_list")
+"""Render modes Gymnasium names: accepted, as Gymnasium's own envs accept them (SB3's
+``make_vec_env`` asks for ``rgb_array``); only ``ansi`` draws anything."""
+
+
+def check_render_mode(render_mode: Any) -> None:
+    """ValueError unless ``render_mode`` is ``None`` or one of :data:`GYMNASIUM_RENDER_MODES`."""
+    if render_mode is not None and render_mode not in GYMNASIUM_RENDER_MODES:
+        raise ValueError(f"render_mode must be None or one of {list(GYMNASIUM_RENDER_MODES)} "
+                         f"(only 'ansi' draws anything), got {render_mode!r}")
+
+
+def warn_no_render(env: gym.Env) -> None:
+    """The warning of ``render()`` in a mode the env cannot draw (it returns ``None``)."""
+    if env.render_mode is None:
+        gym.logger.warn("render() called without a render_mode: set render_mode='ansi' "
+                        "to get text; returning None")
+    else:
+        gym.logger.warn(f"render_mode {env.render_mode!r} draws nothing in "
+                        f"{type(env).__name__} (only 'ansi' does): render() returns None")
+
+
 class SequenceEnv(gym.Env[IntArray, np.int64]):
     """Base env: ``reset`` draws a prompt, each ``step`` appends one token, ``H`` steps.
 
@@ -63,16 +94,16 @@ class SequenceEnv(gym.Env[IntArray, np.int64]):
     log-probability of the emitted token, clipped below at
     :data:`ntp_envs.task.REWARD_FLOOR` (``-100.0``) so that a token the expert never emits
     still gives a finite Python ``float``.
+
+    ``render_mode="ansi"`` renders the episode as text. Like Gymnasium's own envs, the env
+    accepts Gymnasium's other mode names (SB3's ``make_vec_env`` passes ``rgb_array``):
+    ``gym.make`` warns, and ``render()`` draws nothing in them.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, task: SequenceTask, render_mode: str | None = None) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, "
-                f"got {render_mode!r}"
-            )
+        check_render_mode(render_mode)
         check_int("horizon", task.horizon, 1, MAX_HORIZON)
         self.task = task
         self.render_mode = render_mode
@@ -128,7 +159,9 @@ class SequenceEnv(gym.Env[IntArray, np.int64]):
         return self._obs(), reward, terminated, False, info
 
     def render(self) -> str | None:
+        """The ``ansi`` text of the episode so far; ``None`` (with a warning) in other modes."""
         if self.render_mode != "ansi":
+            warn_no_render(self)
             return None
         prompt = "" if self._prompt is None else " ".join(map(str, self._prompt))
         prefix = "".join(map(str, self._prefix[: self._h])) if self.task.vocab_size <= 10 else (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -243,9 +244,6 @@ def make_multiplication_cot_task(**kwargs: Any) -> SequenceTask:
     train, test = split_laws(num_digits, test_fraction, split_seed)
     vocab = 10 if cot == "none" else PAIR0 + 100 if pair_tokens else PAIR0
 
-    def sequences(x: IntArray) -> IntArray:
-        return multiplication_sequences(x, num_digits, cot, pair_tokens, answer_order)
-
     return SequenceTask(
         env_id=ENV_ID,
         params=p,
@@ -253,7 +251,10 @@ def make_multiplication_cot_task(**kwargs: Any) -> SequenceTask:
         vocab_size=vocab,
         prompt_vocab_size=10,
         prompts=train,
-        expert=DeterministicModel(sequences, vocab, horizon, 2 * num_digits),
+        expert=DeterministicModel(
+            functools.partial(multiplication_sequences, num_digits=num_digits, cot=cot,
+                              pair_tokens=pair_tokens, answer_order=answer_order),
+            vocab, horizon, 2 * num_digits),
         learner_class=None,
         reward_doc="0 for the expert's token, REWARD_FLOOR (-100) for any other",
         answer_length=2 * num_digits,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -120,9 +121,6 @@ def make_parity_cot_task(**kwargs: Any) -> SequenceTask:
         else UniformBits(num_bits)
     )
 
-    def sequences(x: IntArray) -> IntArray:
-        return parity_cot_sequences(x, subset, cot, stride)
-
     return SequenceTask(
         env_id=ENV_ID,
         params=p,
@@ -130,7 +128,9 @@ def make_parity_cot_task(**kwargs: Any) -> SequenceTask:
         vocab_size=max(vocab, 2),
         prompt_vocab_size=2,
         prompts=prompts,
-        expert=DeterministicModel(sequences, max(vocab, 2), horizon, num_bits),
+        expert=DeterministicModel(
+            functools.partial(parity_cot_sequences, subset=subset, cot=cot, stride=stride),
+            max(vocab, 2), horizon, num_bits),
         learner_class=None,
         reward_doc="0 for the expert's token, REWARD_FLOOR (-100) for any other",
         extras={"subset": subset},

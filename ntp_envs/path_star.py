@@ -10,6 +10,7 @@ directed edges ``u v |`` in a random order, then ``/ s g =`` (source, goal): len
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +165,11 @@ def ordered(path: IntArray, target_order: str) -> IntArray:
     return path[:, ::-1].copy() if target_order == "reverse" else path
 
 
+def expert_targets(layout: StarLayout, target_order: str, prompts: IntArray) -> IntArray:
+    """The expert's sequences ``(B, H)``: each prompt's path in the target order."""
+    return ordered(solve_paths(layout, prompts), target_order)
+
+
 def path_positions(horizon: int, target_order: str) -> IntArray:
     """Index along the source-to-goal path of the token emitted at each step."""
     steps = np.arange(horizon)
@@ -263,9 +269,6 @@ def make_path_star_task(**kwargs: Any) -> PathStarTask:
     p.update(degree=layout.degree, path_length=layout.path_length, num_nodes=layout.num_nodes,
              horizon=layout.path_length)
 
-    def sequences(x: IntArray) -> IntArray:
-        return ordered(solve_paths(layout, x), order)
-
     return PathStarTask(
         env_id=ENV_ID,
         params=p,
@@ -273,8 +276,8 @@ def make_path_star_task(**kwargs: Any) -> PathStarTask:
         vocab_size=layout.vocab_size,
         prompt_vocab_size=layout.vocab_size,
         prompts=StarGraphPrompts(layout),
-        expert=DeterministicModel(sequences, layout.vocab_size, layout.path_length,
-                                  layout.prompt_length),
+        expert=DeterministicModel(functools.partial(expert_targets, layout, order),
+                                  layout.vocab_size, layout.path_length, layout.prompt_length),
         learner_class=None,
         reward_doc="1.0 on the last step if the emitted target equals the expert's, else 0.0",
         extras={"layout": layout, "target_order": order,

@@ -13,7 +13,9 @@ sub-envs) behind two front ends:
                    vector_kwargs={"horizon": 16})
 
   (Gymnasium 0.29's ``make_vec`` passes only ``vector_kwargs`` to a custom vector entry
-  point, so the env's keyword arguments go there.)
+  point, so the env's keyword arguments go there; one passed outside them, which Gymnasium
+  would drop, is refused when it would change the env. ``spec.kwargs`` holds the env's
+  keyword arguments, so ``gym.make(venv.spec)`` builds the same env.)
 * :class:`SequenceVecEnv`, a Stable-Baselines3 ``VecEnv`` with the semantics of
   ``DummyVecEnv`` over envs wrapped in imitation's ``RolloutInfoWrapper``: a finished
   episode's info holds ``terminal_observation`` and ``rollout = {"obs", "rews"}``, so SB3
@@ -28,12 +30,15 @@ The sub-envs share one numpy Generator, seeded by ``reset(seed=...)`` (Gymnasium
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnv,
     VecEnvIndices,
@@ -234,14 +239,41 @@ class SequenceVectorEnv(gym.vector.VectorEnv):
     metadata: dict[str, Any] = {"render_modes": [], "autoreset": True}
 
     def __init__(self, task: SequenceTask, num_envs: int = 1,
-                 max_episode_steps: int | None = None) -> None:
+                 max_episode_steps: int | None = None,
+                 env_kwargs: dict[str, Any] | None = None) -> None:
         _check_max_episode_steps(task, max_episode_steps)
         self.task = task
+        self.env_kwargs = dict(task.params if env_kwargs is None else env_kwargs)
+        self._spec: EnvSpec | None = None
         self._core = BatchedEpisodes(task, num_envs)
         self._actions: IntArray | None = None
         self.render_mode = None
         super().__init__(self._core.num_envs, observation_space(task),
                          spaces.Discrete(task.vocab_size))
+
+    @property
+    def spec(self) -> EnvSpec | None:  # type: ignore[override]
+        """The env's spec; its ``kwargs`` are the env's keyword arguments."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        # gym.make_vec sets a spec whose kwargs are those passed outside vector_kwargs: they
+        # never reached this env, so refuse any that would have changed it
+        if spec is None:
+            self._spec = None
+            return
+        dropped = dropped_kwargs(self.task, spec.kwargs)
+        if dropped:
+            raise ValueError(
+                f"env kwargs {sorted(dropped)} were passed to gymnasium.make_vec outside "
+                f"vector_kwargs, where Gymnasium 0.29 drops them in vectorization_mode="
+                f"'custom': pass them as vector_kwargs={dict(dropped)!r}")
+        if spec.kwargs.get("render_mode") is not None:
+            gym.logger.warn(f"render_mode {spec.kwargs['render_mode']!r} is ignored: "
+                            f"{type(self).__name__} does not render")
+        same = {k: v for k, v in spec.kwargs.items() if k != "render_mode"}
+        self._spec = dataclasses.replace(spec, kwargs={**same, **self.env_kwargs})
 
     def reset_wait(
         self, seed: int | None = None, options: dict[str, Any] | None = None
@@ -298,6 +330,17 @@ class SequenceVectorEnv(gym.vector.VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Nothing to release: the state is plain arrays."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=lambda v: np.asarray(v).tolist())
+
+
+def dropped_kwargs(task: SequenceTask, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``kwargs`` that differ from ``task``'s parameters (rendering aside):
+    those the task would have been built differently with."""
+    return {k: v for k, v in kwargs.items()
+            if k != "render_mode" and (k not in task.params or _json(v) != _json(task.params[k]))}
 
 
 def _sub_env_attr(venv: SequenceVectorEnv | SequenceVecEnv, name: str) -> Any:
@@ -391,7 +434,8 @@ def make_vector_env(
 ) -> SequenceVectorEnv:
     """The Gymnasium vector env of ``num_envs`` copies of ``gymnasium.make(env_id, **env_kwargs)``
     (what ``gymnasium.make_vec(..., vectorization_mode="custom")`` calls)."""
-    return SequenceVectorEnv(make_task(env_id, **env_kwargs), num_envs, max_episode_steps)
+    return SequenceVectorEnv(make_task(env_id, **env_kwargs), num_envs, max_episode_steps,
+                             env_kwargs)
 
 
 def make_sb3_vec_env(

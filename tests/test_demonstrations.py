@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -16,12 +18,13 @@ from imitation.data.wrappers import RolloutInfoWrapper
 from scipy import stats
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents import LogLossBC
 from experts import (
     Demonstrations,
     ExpertPolicy,
     ImitationExpert,
+    as_sb3_policy,
     collect_demonstrations,
-    make_imitation_expert,
 )
 from ntp_envs import make_task
 from ntp_envs.base import decode_observations, encode_observations
@@ -186,7 +189,7 @@ def _venv(kwargs: dict, num_envs: int, seed: int) -> DummyVecEnv:
 def test_imitation_rollout_with_expert() -> None:
     venv = _venv(SMALL, num_envs=3, seed=0)
     task = make_task(AR_LINEAR, **SMALL)
-    expert = make_imitation_expert(venv, task, seed=0)
+    expert = as_sb3_policy(task.expert, task, seed=0, env=venv)
     assert isinstance(expert, ImitationExpert)
     trajs = rollout.rollout(expert, venv, rollout.make_sample_until(min_episodes=10),
                             rng=np.random.default_rng(0))
@@ -208,15 +211,17 @@ def test_imitation_rollout_with_expert() -> None:
     batch, _ = expert.predict(trajs[0].obs[:-1], deterministic=True)
     logp = expert.expert.action_logprobs(trajs[0].obs[:-1])
     np.testing.assert_array_equal(batch, logp.argmax(axis=1))
-    with pytest.raises(ValueError, match="action space"):
-        make_imitation_expert(_venv(SMALL, 1, 0), make_task(AR_LINEAR, **TINY))
+    tiny = make_task(AR_LINEAR, **TINY)
+    with pytest.raises(ValueError, match="env spaces .* must be the task's"):
+        as_sb3_policy(tiny.expert, tiny, env=_venv(SMALL, 1, 0))
 
 
 @pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_simple_dagger_accepts_expert(tmp_path: Path) -> None:
     venv = _venv(TINY, num_envs=2, seed=0)
     rng = np.random.default_rng(0)
-    expert = make_imitation_expert(venv, make_task(AR_LINEAR, **TINY), seed=0)
+    task = make_task(AR_LINEAR, **TINY)
+    expert = as_sb3_policy(task.expert, task, seed=0, env=venv)
     trainer = bc.BC(observation_space=venv.observation_space, action_space=venv.action_space,
                     rng=rng)
     dagger_trainer = dagger.SimpleDAggerTrainer(venv=venv, scratch_dir=tmp_path,
@@ -391,3 +396,81 @@ def test_failed_save_leaves_target_untouched(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.undo()
     demos.save(target)
     assert len(Demonstrations.load(target)) == 20
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("env_id", "env_id must be one of"),
+        ("unknown kwarg", "unknown keyword argument"),
+        ("bad kwarg", "misspecification must be"),
+        ("kwargs change the horizon", r"does not match the demonstrations \(H=8"),
+        ("kwargs change the vocabulary", r"V=2, L=1\) does not match"),
+        ("-inf log-probability", "expert_logprobs must be finite"),
+    ],
+)
+def test_load_validates_the_env_and_log_probabilities(tmp_path: Path, case: str,
+                                                      problem: str) -> None:
+    meta, arrays = _good()
+    kwargs = meta["env_kwargs"]
+    if case == "env_id":
+        meta["env_id"] = "ntp_envs/Nope-v0"
+    elif case == "unknown kwarg":
+        meta["env_kwargs"] = {**kwargs, "colour": "red"}
+    elif case == "bad kwarg":
+        meta["env_kwargs"] = {**kwargs, "misspecification": 7.0}
+    elif case == "kwargs change the horizon":
+        meta["env_kwargs"] = {**kwargs, "horizon": 6}
+    elif case == "kwargs change the vocabulary":
+        meta["env_kwargs"] = {**kwargs, "vocab_size": 2}
+        arrays["tokens"] = arrays["tokens"] % 2  # in range for V = 2: only the env can tell
+    else:
+        arrays["expert_logprobs"] = arrays["expert_logprobs"].copy()
+        arrays["expert_logprobs"][0, 0] = -np.inf
+    _write_npz(tmp_path / "bad.npz", meta, **arrays)
+    with pytest.raises(ValueError, match=f"is not a valid demonstrations file: .*{problem}"):
+        Demonstrations.load(tmp_path / "bad.npz")
+
+
+MIXTURE = "ntp_envs/MixtureProduct-v0"
+BARRIER = "ntp_envs/FiniteClassBarrier-v0"
+
+
+def test_fit_refuses_another_tasks_demonstrations() -> None:
+    barrier = make_task(BARRIER, horizon=8)
+    mixture_demos = collect_demonstrations(make_task(MIXTURE, horizon=8), 50, seed=0)
+    with pytest.raises(ValueError, match=f"come from env {MIXTURE}, not the task's {BARRIER}"):
+        LogLossBC().fit(barrier, mixture_demos)
+    # the same env with other kwargs: another instance, refused naming the differing kwarg
+    mixture = make_task(MIXTURE, horizon=8)
+    other = collect_demonstrations(make_task(MIXTURE, horizon=8, weight=0.3), 50, seed=0)
+    differ = r"another instance .*'weight': 0\.3}.*task's {'weight': 0\.05}"
+    with pytest.raises(ValueError, match=differ):
+        LogLossBC().fit(mixture, other)
+    with pytest.raises(ValueError, match="another instance"):  # a subset keeps its identity
+        LogLossBC().fit(mixture, other.subset(slice(0, 10)))
+    # kwargs that leave defaults out name the same instance: accepted, the same fit
+    own = collect_demonstrations(mixture, 50, seed=0)
+    short = Demonstrations(MIXTURE, {"horizon": 8}, own.prompts, own.tokens,
+                           own.expert_logprobs, own.vocab_size)
+    prompts, tokens = mixture.sample_demonstrations(20, np.random.default_rng(1))
+    np.testing.assert_array_equal(LogLossBC().fit(mixture, short).token_logprobs(prompts, tokens),
+                                  LogLossBC().fit(mixture, own).token_logprobs(prompts, tokens))
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_header_declaring_1e11_elements_raises_value_error(tmp_path: Path,
+                                                           version: tuple[int, int]) -> None:
+    """A crafted header must not make the loader allocate 800 GB (MemoryError) first."""
+    meta, arrays = _good()
+    path = tmp_path / "huge.npz"
+    _write_npz(path, meta, **arrays)
+    header = io.BytesIO()
+    write = {(1, 0): np.lib.format.write_array_header_1_0,
+             (2, 0): np.lib.format.write_array_header_2_0}[version]
+    write(header, {"descr": "<f8", "fortran_order": False, "shape": (10**11,)})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("huge.npy", header.getvalue() + bytes(64))
+    with pytest.raises(ValueError, match=r"not a valid demonstrations file: entry 'huge.npy' "
+                                         r"declares shape \(100000000000,\)"):
+        Demonstrations.load(path)

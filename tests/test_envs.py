@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import ntp_envs
 from ntp_envs import make_task
+from ntp_envs.ar_linear import ARLinearEnv
 
 ENV_IDS = ntp_envs.registered_env_ids()
 AR_LINEAR = "ntp_envs/ARLinear-v0"
@@ -177,3 +183,67 @@ def test_ar_linear_task_is_a_function_of_task_seed() -> None:
     c = make_task(AR_LINEAR, task_seed=2)
     np.testing.assert_array_equal(a.expert.finite_state().logp, b.expert.finite_state().logp)
     assert not np.allclose(a.expert.finite_state().logp, c.expert.finite_state().logp)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_sb3_make_vec_env_builds_the_env(env_id: str) -> None:
+    # SB3 2.2 asks for render_mode="rgb_array" and falls back only on TypeError
+    with pytest.warns(UserWarning, match="rgb_array"):
+        venv = make_vec_env(env_id, n_envs=2, seed=5)
+    single = gym.make(env_id)
+    first, _ = single.reset(seed=5)  # make_vec_env seeds sub-env i with seed + i
+    np.testing.assert_array_equal(venv.reset()[0], first)
+    assert venv.get_attr("render_mode") == ["rgb_array"] * 2
+    horizon = single.unwrapped.task.horizon
+    for h in range(horizon):
+        _, _, dones, _ = venv.step(np.zeros(2, dtype=np.int64))
+        assert dones.tolist() == [h == horizon - 1] * 2
+    with pytest.warns(UserWarning, match="draws nothing"):
+        assert venv.envs[0].unwrapped.render() is None
+    venv.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*not in the possible render_modes")  # gym.make's own
+def test_render_modes() -> None:
+    env = gym.make(AR_LINEAR, horizon=3, vocab_size=2, render_mode="ansi")
+    env.reset(seed=0)
+    env.step(1)
+    assert env.render().endswith("h=1/3 a=1")
+    for bad in ("banana", "ANSI"):
+        with pytest.raises(ValueError, match=r"render_mode must be None or one of \["):
+            gym.make(AR_LINEAR, render_mode=bad)
+    with pytest.raises(ValueError, match="render_mode must be None"):
+        ARLinearEnv(render_mode=3)  # type: ignore[arg-type]  (gym.make fails on it first)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_env_and_task_pickle(env_id: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    env.step(0)
+    clone = pickle.loads(pickle.dumps(env))
+    np.testing.assert_array_equal(clone.unwrapped._obs(), env.unwrapped._obs())
+    task = env.unwrapped.task
+    copy = pickle.loads(pickle.dumps(task))
+    assert copy.env_id == task.env_id and copy.horizon == task.horizon
+    prompts, tokens = task.sample_demonstrations(64, np.random.default_rng(1))
+    tokens[::2, -1] = (tokens[::2, -1] + 1) % task.vocab_size  # some off-expert sequences
+    np.testing.assert_array_equal(copy.expert.token_logprobs(prompts, tokens),
+                                  task.expert.token_logprobs(prompts, tokens))
+    np.testing.assert_array_equal(copy.prompts.sample(8, np.random.default_rng(2)),
+                                  task.prompts.sample(8, np.random.default_rng(2)))
+
+
+def test_subproc_vec_env_returns_the_task() -> None:
+    env_ids = ["ntp_envs/ParityCoT-v0", "ntp_envs/MultiplicationCoT-v0", "ntp_envs/PathStar-v0"]
+    # "module:id" makes gym.make import ntp_envs in the worker, which registers the ids
+    venv = SubprocVecEnv([functools.partial(gym.make, f"ntp_envs:{env_id}") for env_id in env_ids],
+                         start_method="fork")  # fork: no interpreter start per worker
+    try:
+        tasks = venv.get_attr("task")
+    finally:
+        venv.close()
+    for env_id, task in zip(env_ids, tasks, strict=True):
+        local = make_task(env_id)
+        prompts, tokens = local.sample_demonstrations(16, np.random.default_rng(0))
+        np.testing.assert_array_equal(task.expert.deterministic_sequences(prompts), tokens)

@@ -3,21 +3,31 @@ and a BC-initialised PPO fine-tune that raises the return as expected."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import BasePolicy
 
 from agents import LogLossBC
 from agents.imitation_agents import ImitationBC
-from agents.sb3_policy import NeuralPolicy, as_sb3_policy, bc_initialised_ppo, load_sb3_policy
+from agents.sb3_policy import (
+    NeuralPolicy,
+    SB3PolicyModel,
+    as_sb3_policy,
+    bc_initialised_ppo,
+    load_sb3_policy,
+)
 from evaluation.divergences import divergence
 from evaluation.returns import expected_return
 from experts import collect_demonstrations
 from ntp_envs import make_task
+from ntp_envs.base import encode_observations
 from ntp_envs.vector import SequenceVecEnv
 
 AR_LINEAR = "ntp_envs/ARLinear-v0"
@@ -116,3 +126,48 @@ def test_bc_initialised_ppo_raises_the_return(fitted: dict) -> None:
     assert after > before + 0.3, (before, after)
     assert divergence(task.expert, tuned, task.prompts).hellinger2 > divergence(
         task.expert, bc, task.prompts).hellinger2
+
+
+def test_sb3_policy_model_scores_ppo_from_scratch() -> None:
+    """PPO trained from scratch on ``gym.make``: SB3PolicyModel's exact D_H^2 equals a brute
+    force over every prompt and sequence with probabilities from SB3's ``evaluate_actions``."""
+    kwargs = {"horizon": 4, "num_contexts": 2}
+    task, env = make_task(AR_LINEAR, **kwargs), gym.make(AR_LINEAR, **kwargs)
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    try:
+        ppo = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64, n_epochs=2)
+        ppo.learn(total_timesteps=128)
+    finally:
+        th.set_num_threads(threads)
+    model = SB3PolicyModel(task, ppo)  # the algorithm, or ppo.policy: the same
+    result = divergence(task.expert, model, task.prompts)
+    assert result.method == "enumerate"
+    sequences = np.array(list(itertools.product(range(task.vocab_size), repeat=task.horizon)))
+    brute = 0.0
+    for x, log_mu in zip(task.prompts.contexts, task.prompts.log_probs, strict=True):
+        prompts = np.repeat(x[None], len(sequences), axis=0)
+        log_q = np.zeros(len(sequences))
+        for h in range(task.horizon):
+            obs = th.as_tensor(encode_observations(task, prompts, sequences[:, :h]))
+            with th.no_grad():
+                _, logp, _ = ppo.policy.evaluate_actions(obs, th.as_tensor(sequences[:, h]))
+            log_q += logp.double().numpy()
+        log_p = task.expert.sequence_logprob(prompts, sequences)
+        brute += np.exp(log_mu) * np.sum((np.exp(log_p / 2) - np.exp(log_q / 2)) ** 2)
+    assert result.hellinger2 == pytest.approx(brute, abs=1e-5)  # SB3 computes in float32
+    assert brute > 0.1  # an untrained-ish policy is far from the expert: the check has bite
+
+
+def test_sb3_policy_model_refuses_policies_without_an_action_distribution() -> None:
+    task = make_task(AR_LINEAR, horizon=3)
+    env = gym.make(AR_LINEAR, horizon=3)
+    dqn = DQN("MlpPolicy", env, device="cpu", learning_starts=0)
+    for policy in (dqn, dqn.policy):
+        with pytest.raises(ValueError, match=r"ActorCriticPolicy .* got DQNPolicy \(a Q-network"):
+            SB3PolicyModel(task, policy)
+    with pytest.raises(ValueError, match="ActorCriticPolicy"):
+        SB3PolicyModel(task, as_sb3_policy(task.expert, task))  # already a sequence model
+    other = PPO("MlpPolicy", gym.make(AR_LINEAR, horizon=4), device="cpu")
+    with pytest.raises(ValueError, match="must be the task's env spaces"):
+        SB3PolicyModel(task, other)

@@ -16,7 +16,7 @@ from scipy import stats
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import ntp_envs
-from experts import ExpertPolicy, make_imitation_expert
+from experts import ExpertPolicy, as_sb3_policy
 from ntp_envs import make_task
 from ntp_envs.base import encode_observations
 from ntp_envs.vector import (
@@ -239,7 +239,7 @@ def test_gymnasium_vector_matches_sync_vector_env_step_for_step() -> None:
 def test_imitation_rollout_on_native_sb3_vec_env(env_id: str) -> None:
     venv = make_sb3_vec_env(env_id, 4, seed=0, **_small(env_id))
     task = venv.task
-    expert = make_imitation_expert(venv, task, seed=0)
+    expert = as_sb3_policy(task.expert, task, seed=0, env=venv)
     trajs = rollout.rollout(expert, venv, rollout.make_sample_until(min_episodes=10),
                             rng=np.random.default_rng(0))
     assert len(trajs) >= 10
@@ -259,7 +259,7 @@ def test_imitation_make_vec_env_with_rollout_info_wrapper(env_id: str) -> None:
     venv = make_vec_env(env_id, rng=rng, n_envs=2, post_wrappers=[
         lambda env, _: RolloutInfoWrapper(env)], env_make_kwargs=_small(env_id))
     task = venv.get_attr("unwrapped")[0].task
-    expert = make_imitation_expert(venv, task, seed=0)
+    expert = as_sb3_policy(task.expert, task, seed=0, env=venv)
     trajs = rollout.rollout(expert, venv, rollout.make_sample_until(min_episodes=4), rng=rng)
     assert len(trajs) >= 4
     for traj in trajs:
@@ -334,3 +334,38 @@ def test_misuse_raises() -> None:
         venv.get_attr("nope")
     with pytest.raises(AttributeError):
         venv.set_attr("task", None)
+
+
+def test_make_vec_spec_keeps_the_env_kwargs() -> None:
+    kwargs = {"horizon": 7, "misspecification": 0.25}
+    venv = gym.make_vec(AR_LINEAR, num_envs=2, vectorization_mode="custom",
+                        vector_kwargs=dict(kwargs))  # make_vec adds max_episode_steps to it
+    assert venv.spec.kwargs == kwargs
+    expected = make_task(AR_LINEAR, **kwargs).expert.finite_state().logp
+    # a round trip through the spec builds the same env, single or vectorised
+    single = gym.make(venv.spec).unwrapped.task
+    again = gym.make_vec(venv.spec, num_envs=3, vectorization_mode="custom",
+                         vector_kwargs=dict(venv.spec.kwargs))
+    for task in (single, again.task):
+        assert task.horizon == 7
+        np.testing.assert_array_equal(task.expert.finite_state().logp, expected)
+    assert again.spec.kwargs == kwargs
+
+
+def test_make_vec_refuses_env_kwargs_it_would_drop() -> None:
+    # Gymnasium 0.29's custom mode passes only vector_kwargs to the vector env
+    for call in (
+        lambda: gym.make_vec(AR_LINEAR, num_envs=2, vectorization_mode="custom", horizon=7),
+        lambda: gym.make_vec(gym.make_vec(AR_LINEAR, vectorization_mode="custom",
+                                          vector_kwargs={"horizon": 7}).spec,
+                             num_envs=2, vectorization_mode="custom"),
+    ):
+        with pytest.raises(ValueError, match=r"\['horizon'\].*vector_kwargs=\{'horizon': 7\}"):
+            call()
+    # kwargs the env already has lose nothing: accepted and kept in the spec
+    venv = gym.make_vec(AR_LINEAR, num_envs=2, vectorization_mode="custom", horizon=7,
+                        vector_kwargs={"horizon": 7})
+    assert venv.task.horizon == 7 and venv.spec.kwargs == {"horizon": 7}
+    default = make_task(AR_LINEAR).params["misspecification"]
+    venv = gym.make_vec(AR_LINEAR, vectorization_mode="custom", misspecification=default)
+    assert venv.spec.kwargs == {"misspecification": default}
