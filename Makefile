@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: install run test lint bench clean chunking
+.PHONY: install run test lint bench clean chunking reproduce docs
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,16 @@ bench: install
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
 chunking: install
-	$(BIN)/python -m evaluation.chunking_experiment --out runs/chunking
+	$(BIN)/ntp-bench reproduce --profile full --only chunking --out runs/chunking
+
+# Every experiment of a profile (default cpu), every claim checked: runs/reproduce-cpu/report.md
+PROFILE ?= cpu
+reproduce: install
+	$(BIN)/ntp-bench reproduce --profile $(PROFILE)
+
+# The same, then publish to docs/results/$(PROFILE)/ and regenerate the README/docs blocks
+docs: install
+	$(BIN)/ntp-bench reproduce --profile $(PROFILE) --update-readme
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -8,9 +8,12 @@ from typing import Any
 import numpy as np
 
 from agents.base import Agent, FittedPolicy, load_policy, register_policy_kind
-from agents.chunked_bc import ChunkedBC, chunk_agent, chunk_agent_names
+from agents.chunk_kr import ChunkKR
+from agents.chunk_rho import ChunkRho
+from agents.chunked_bc import CHUNK_FAMILIES, ChunkedBC, chunk_agent, chunk_agent_names
 from agents.linear_ar import LinearAR
 from agents.logloss_bc import LogLossBC
+from agents.plugins import plugin_agent_names, resolve_agent
 from agents.rho_estimator import RhoEstimator
 from agents.robust_bc import RobustBC
 from ntp_envs.task import SequenceTask
@@ -99,6 +102,7 @@ AGENTS: dict[str, Callable[[], Agent]] = {
     "dagger": _dagger,
 }
 AGENTS.update(chunk_agent_names())  # chunk:1 .. chunk:16 (make_agent parses any chunk:K)
+AGENTS.update(chunk_agent_names("chunk-rho") | chunk_agent_names("chunk-kr"))  # idem
 AGENTS.update({"gpt-tf": _gpt("tf"), "gpt-reverse": _gpt("reverse"),  # path-star
                "gpt-teacherless": _gpt("teacherless"),
                "gpt-teacherless-large": _gpt("teacherless", large=True)})
@@ -106,18 +110,22 @@ AGENTS.update({"linear-ar": LinearAR, "mlp-ar": _mlp_ar})  # CoT tasks (full-con
 
 
 def agent_names() -> list[str]:
-    """Names accepted by :func:`make_agent` (and ``ntp-bench sweep --agents``)."""
-    return list(AGENTS)
+    """Names accepted by :func:`make_agent` (and ``ntp-bench sweep --agents``): the suite's,
+    then installed plug-ins' (entry-point group ``ntp_gym.agents``)."""
+    return list(AGENTS) + [n for n in plugin_agent_names() if n not in AGENTS]
 
 
-def make_agent(name: str) -> Agent:
-    """The agent registered under ``name``; ValueError naming the accepted ones otherwise."""
-    if name not in AGENTS and name.startswith("chunk:"):
+def make_agent(name: str, flag: str = "agent") -> Agent:
+    """The agent registered under ``name``, or a plug-in spec (:mod:`agents.plugins`:
+    ``module:name``, entry point, ``rho-select:a+b``); ValueError naming ``flag`` and the
+    accepted forms otherwise."""
+    if name not in AGENTS and name.partition(":")[0] in CHUNK_FAMILIES:
         return chunk_agent(name)  # ValueError naming the accepted range of K
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(agent_names())}")
+        return resolve_agent(name, list(AGENTS), flag)
     return AGENTS[name]()
 
 
-__all__ = ["AGENTS", "Agent", "ChunkedBC", "FittedPolicy", "LinearAR", "LogLossBC", "RhoEstimator",
+__all__ = ["AGENTS", "Agent", "ChunkKR", "ChunkRho", "ChunkedBC", "FittedPolicy", "LinearAR",
+           "LogLossBC", "RhoEstimator",
            "RobustBC", "agent_names", "load_policy", "make_agent"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -126,6 +127,15 @@ class Agent(ABC):
     """
 
     name: str = ""
+    needs_learner_class = False
+    """Whether :meth:`fit` works within the task's learner class (``task.learner_class``)."""
+
+    def check_task(self, task: SequenceTask) -> None:
+        """ValueError when this agent cannot fit ``task`` at all (a sweep checks every pair
+        before it runs any job)."""
+        if self.needs_learner_class and task.learner_class is None:
+            raise ValueError(f"{self.name or type(self).__name__} fits within the task's learner "
+                             f"class and {task.env_id} has none")
 
     @abstractmethod
     def fit(
@@ -135,6 +145,41 @@ class Agent(ABC):
         rng: np.random.Generator | None = None,
     ) -> FittedPolicy:
         """Fit to ``demonstrations`` (or the expert law when None)."""
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON data: dataclasses as dicts, tuples as lists, numpy scalars as
+    numbers, classes and functions as ``module:qualname``; TypeError for anything else."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.name.startswith("_")}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}:{value.__qualname__}"
+    raise TypeError(f"agent setting of type {type(value).__name__} is not JSON data: {value!r}")
+
+
+def agent_config(agent: Agent) -> dict[str, Any]:
+    """The agent's identity as JSON data: ``{"class": "module:qualname", **settings}`` with
+    every public dataclass field (nested configs as dicts). Two agents with equal configs fit
+    the same numbers; a sweep keys its rows by it."""
+    cls = type(agent)
+    config: dict[str, Any] = {"class": f"{cls.__module__}:{cls.__qualname__}"}
+    if dataclasses.is_dataclass(agent):
+        fields = [f.name for f in dataclasses.fields(agent)]
+    else:
+        fields = sorted(vars(agent))
+    for name in fields:
+        if not name.startswith("_"):
+            config[name] = _jsonable(getattr(agent, name))
+    return config
 
 
 def demonstration_arrays(
@@ -159,4 +204,7 @@ def demonstration_arrays(
         raise ValueError(f"demonstrations.prompts must lie in [0, {task.prompt_vocab_size - 1}]")
     if isinstance(task.prompts, FinitePrompts):
         task.prompts.index_of(prompts)  # ValueError for a prompt outside the support
+    check_same_env = getattr(demonstrations, "check_same_env", None)  # raw arrays: no env
+    if check_same_env is not None:
+        check_same_env(task)  # ValueError for another env's (or instance's) sequences
     return prompts, tokens

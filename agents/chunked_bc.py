@@ -413,6 +413,9 @@ class ChunkedBC(Agent):
             raise ValueError(f"l2 must be a finite number >= 0, got {self.l2}")
         self.name = f"chunk:{int(self.chunk_size)}"
 
+    def check_task(self, task: SequenceTask) -> None:
+        chunk_class(task, self.chunk_size, self.memory)  # ValueError, before allocating
+
     def fit(
         self,
         task: SequenceTask,
@@ -438,19 +441,32 @@ class ChunkedBC(Agent):
         return ChunkPolicy(task, chunks.chunk_size, chunks.memory, theta, theta_last, info)
 
 
-def chunk_agent(name: str) -> ChunkedBC:
-    """``ChunkedBC(K)`` for the registry name ``chunk:K``; ValueError naming the range."""
+CHUNK_FAMILIES: dict[str, Callable[[int], Agent]] = {"chunk": ChunkedBC}
+"""Registry-name prefix -> agent built from ``K``: ``chunk`` here, ``chunk-rho``
+(:mod:`agents.chunk_rho`) and ``chunk-kr`` (:mod:`agents.chunk_kr`) register themselves."""
+
+
+def register_chunk_family(prefix: str, factory: Callable[[int], Agent]) -> None:
+    """Make ``make_agent`` accept ``prefix:K`` for any integer ``K``."""
+    CHUNK_FAMILIES[prefix] = factory
+
+
+def chunk_agent(name: str) -> Agent:
+    """The agent ``prefix:K`` of a registered chunk family (``chunk:K`` is ``ChunkedBC(K)``);
+    ValueError naming the form and the range of ``K`` (``chunk_size must be an integer >= 1``;
+    the upper end, ``H`` and the outcome cap, is checked against the task by ``fit``)."""
     prefix, _, value = name.partition(":")
     try:
         k = int(value)
     except ValueError:
         k = None
-    if prefix != "chunk" or k is None:
-        raise ValueError(f"chunk agent names are chunk:K with an integer K >= 1, got {name!r}")
-    return ChunkedBC(k)
+    if prefix not in CHUNK_FAMILIES or k is None:
+        raise ValueError(f"chunk agent names are {prefix if prefix in CHUNK_FAMILIES else 'chunk'}"
+                         f":K with an integer K >= 1, got {name!r}")
+    return CHUNK_FAMILIES[prefix](k)
 
 
-def chunk_agent_names() -> dict[str, Callable[[], Agent]]:
-    """Registry entries ``chunk:K`` for every ``K`` the outcome cap allows (binary tokens)."""
+def chunk_agent_names(prefix: str = "chunk") -> dict[str, Callable[[], Agent]]:
+    """Registry entries ``prefix:K`` for every ``K`` the outcome cap allows (binary tokens)."""
     largest = int(math.log2(MAX_CHUNK_OUTCOMES))
-    return {f"chunk:{k}": partial(ChunkedBC, k) for k in range(1, largest + 1)}
+    return {f"{prefix}:{k}": partial(CHUNK_FAMILIES[prefix], k) for k in range(1, largest + 1)}

@@ -7,11 +7,21 @@ target weights ``Y[r, a] >= 0`` (counts, or expected counts for population fits)
 
 ``f(theta) = -(1 / sum Y) sum_{r,a} Y[r, a] log softmax(z_r W)[a] + (l2 / 2) |theta|^2``
 
-is convex; it is minimised by Newton's method (conjugate-gradient steps on exact
-Hessian-vector products, backtracking line search), stopped on the gradient norm, which
-converges to machine precision in a handful of iterations. Function values alone cannot
-certify that precision (they stop changing in float64 first), so the loop is driven by
-the gradient.
+is convex. Two solvers reach its minimiser, both stopped on the gradient's max-norm (function
+values alone cannot certify that precision: they stop changing in float64 first, so both
+line searches fall back on the gradient when the values are flat):
+
+* ``newton``: Newton's method with backtracking, each step solving the explicit Hessian
+  (small problems) or CG on exact Hessian-vector products (many outputs, e.g. chunk
+  vocabularies); converges to machine precision in a handful of iterations.
+* ``lbfgs``: L-BFGS on exact gradients, for wide multi-hot rows (the one-hot of a whole
+  CoT prefix): there the explicit Hessian costs ``R (K V)^2`` per step for ``K`` active
+  inputs per row while a gradient costs ``R K V``, and the ill-conditioned Hessian
+  (``l2`` small against the data curvature) needs hundreds of CG products per Newton step.
+
+``solver="auto"`` takes ``lbfgs`` when the rows are wide (:data:`LBFGS_MIN_ACTIVE` active
+inputs per row on average), there is no projection, and the explicit Hessian would cost
+more than :data:`LBFGS_MIN_HESSIAN_COST`; ``newton`` otherwise (tabular and chunk fits).
 """
 
 from __future__ import annotations
@@ -32,6 +42,21 @@ DENSE_HESSIAN_MAX_DIM = 2048
 BLOCK_PRECONDITIONER_COST = 2**27
 """Largest cost (``V I^3 + R I^2 V`` flops) of the block preconditioner; above, diagonal."""
 
+LBFGS_MIN_ACTIVE = 8
+"""Mean active inputs per row from which ``solver="auto"`` may take L-BFGS."""
+
+LBFGS_MIN_HESSIAN_COST = 2**24
+"""Explicit-Hessian cost (``R (K V)^2`` for ``R`` rows of ``K`` active inputs) from which
+``solver="auto"`` takes L-BFGS for wide rows."""
+
+LBFGS_MEMORY = 100
+"""Curvature pairs kept by L-BFGS (more pairs, fewer iterations on these problems)."""
+
+LBFGS_MAX_ITER = 20000
+"""Cap on L-BFGS iterations."""
+
+SOLVERS = ("auto", "newton", "lbfgs")
+
 CG_MAX_ITER = 2000
 """Cap on conjugate-gradient iterations per Newton step (an inexact step is still a descent
 direction; near the optimum CG cannot reach its relative tolerance in float64)."""
@@ -46,6 +71,7 @@ class LogisticFit:
     grad_norm: float
     iterations: int
     converged: bool
+    solver: str = "newton"
 
 
 class _Problem:
@@ -68,6 +94,7 @@ class _Problem:
         self.design_t = self.design.T.tocsr()
         self.total = float(targets.sum())
         self.targets = targets / self.total
+        self.targets_t = np.ascontiguousarray(self.targets.T)
         self.row_weight = self.targets.sum(axis=1)
         self.num_inputs = num_inputs
         self.vocab = targets.shape[1]
@@ -89,10 +116,25 @@ class _Problem:
         return log_softmax(self.gather(self.weights(theta)), axis=1)
 
     def value_grad(self, theta: FloatArray) -> tuple[float, FloatArray]:
-        logp = self.logp(theta)
-        value = -float((self.targets * logp).sum()) + 0.5 * self.l2 * float(theta @ theta)
-        resid = self.row_weight[:, None] * np.exp(logp) - self.targets
-        return value, self.scatter(resid) + self.l2 * theta
+        # outputs-major (V, R) layout: the per-row max and sum run along contiguous memory
+        # (a reduction over a short last axis of V is ~100x slower); one exp per entry
+        shifted = np.ascontiguousarray(self.weights(theta).T @ self.design_t)
+        shifted -= shifted.max(axis=0)
+        probs = np.exp(shifted)
+        norm = probs.sum(axis=0)
+        # -sum Y log softmax = -sum Y (shifted - log norm)
+        value = (float(self.row_weight @ np.log(norm)) - float(np.vdot(self.targets_t, shifted))
+                 + 0.5 * self.l2 * float(theta @ theta))
+        probs *= self.row_weight / norm
+        probs -= self.targets_t
+        full = np.asarray(probs @ self.design).T.ravel()
+        grad = full if self.projection is None else self.projection @ full
+        return value, grad + self.l2 * theta
+
+    def hessian_cost(self) -> float:
+        """Flops-like cost ``R (K V)^2`` of building the explicit Hessian (sparse products)."""
+        rows = self.design.shape[0]
+        return rows * (self.design.nnz / max(rows, 1) * self.vocab) ** 2
 
     def smoothed_value_grad(self, theta: FloatArray, gamma: float) -> tuple[float, FloatArray]:
         """Log loss of ``(1 - gamma) softmax + gamma / V`` and its gradient (non-convex)."""
@@ -184,15 +226,23 @@ def fit_logistic(
     *,
     l2: float = 1e-8,
     theta0: FloatArray | None = None,
-    max_iter: int = 200,
+    max_iter: int | None = None,
     gtol: float = 1e-11,
     dense_max_dim: int = DENSE_HESSIAN_MAX_DIM,
+    solver: str = "auto",
 ) -> LogisticFit:
     """Minimise the weighted log loss above; returns ``theta`` of length ``dim``.
 
-    Newton steps solve the explicit Hessian up to ``dim <= dense_max_dim`` parameters, above
-    by Jacobi-preconditioned CG (cheaper when the outputs are many, e.g. chunk outcomes).
+    ``solver`` is ``newton``, ``lbfgs`` or ``auto`` (module doc); both stop once the
+    gradient's max-norm is at most ``gtol``. Newton steps solve the explicit Hessian up to
+    ``dim <= dense_max_dim`` parameters, above by preconditioned CG (cheaper when the
+    outputs are many, e.g. chunk outcomes). ``max_iter`` caps the chosen solver's iterations
+    (default 200 Newton steps, :data:`LBFGS_MAX_ITER` L-BFGS steps).
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     active = np.asarray(active, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.float64)
     if active.ndim != 2 or targets.ndim != 2 or active.shape[0] != targets.shape[0]:
@@ -210,11 +260,18 @@ def fit_logistic(
     problem = _Problem(active, targets, num_inputs, projection, l2)
     dim = num_inputs * targets.shape[1] if projection is None else projection.shape[0]
     theta = np.zeros(dim) if theta0 is None else np.asarray(theta0, dtype=np.float64).copy()
-    theta, iterations = _newton(problem, theta, max_iter, gtol, dense_max_dim)
+    if solver == "auto":
+        wide = problem.design.nnz >= LBFGS_MIN_ACTIVE * problem.design.shape[0]
+        solver = ("lbfgs" if projection is None and wide
+                  and problem.hessian_cost() > LBFGS_MIN_HESSIAN_COST else "newton")
+    if solver == "lbfgs":
+        theta, iterations = _lbfgs(problem, theta, max_iter or LBFGS_MAX_ITER, gtol)
+    else:
+        theta, iterations = _newton(problem, theta, max_iter or 200, gtol, dense_max_dim)
     _, grad = problem.value_grad(theta)
     log_loss = -float((problem.targets * problem.logp(theta)).sum())
     grad_norm = float(np.abs(grad).max())
-    return LogisticFit(theta, log_loss, grad_norm, iterations, grad_norm <= gtol)
+    return LogisticFit(theta, log_loss, grad_norm, iterations, grad_norm <= gtol, solver)
 
 
 def fit_smoothed_logistic(
@@ -263,13 +320,67 @@ def _newton(problem: _Problem, theta: FloatArray, max_iter: int, gtol: float,
         while step > 1e-12:
             new_theta = theta + step * direction
             new_value, new_grad = problem.value_grad(new_theta)
-            decrease = new_value <= value + 1e-4 * step * (direction @ grad)
-            flat = abs(new_value - value) <= 1e-15 * max(1.0, abs(value))
-            if decrease or (flat and np.linalg.norm(new_grad) < np.linalg.norm(grad)):
+            if _accept(value, grad, new_value, new_grad, float(direction @ grad), step):
                 accepted = True
                 break
             step *= 0.5
         if not accepted:
             return theta, iteration
+        theta, value, grad = new_theta, new_value, new_grad
+    return theta, max_iter
+
+
+def _accept(value: float, grad: FloatArray, new_value: float, new_grad: FloatArray,
+            slope: float, step: float) -> bool:
+    """Armijo's sufficient decrease, or, where float64 values are flat, a smaller gradient."""
+    if new_value <= value + 1e-4 * step * slope:
+        return True
+    flat = abs(new_value - value) <= 1e-15 * max(1.0, abs(value))
+    return flat and float(new_grad @ new_grad) < float(grad @ grad)
+
+
+def _lbfgs(problem: _Problem, theta: FloatArray, max_iter: int, gtol: float,
+           memory: int = LBFGS_MEMORY) -> tuple[FloatArray, int]:
+    """L-BFGS (two-loop recursion, backtracking from the unit step) until max|grad| <= gtol."""
+    value, grad = problem.value_grad(theta)
+    steps: list[FloatArray] = []
+    changes: list[FloatArray] = []
+    for iteration in range(max_iter):
+        if np.abs(grad).max() <= gtol:
+            return theta, iteration
+        direction = -grad
+        alphas = []
+        for s, y in zip(reversed(steps), reversed(changes), strict=True):
+            alpha = float(s @ direction) / float(y @ s)
+            alphas.append(alpha)
+            direction = direction - alpha * y
+        if steps:  # the usual initial inverse Hessian scale s.y / y.y
+            direction = direction * (float(steps[-1] @ changes[-1])
+                                     / float(changes[-1] @ changes[-1]))
+        else:  # first step: at most unit length in the max-norm
+            direction = direction / max(1.0, float(np.abs(grad).max()))
+        for s, y, alpha in zip(steps, changes, reversed(alphas), strict=True):
+            direction = direction + (alpha - float(y @ direction) / float(y @ s)) * s
+        slope = float(direction @ grad)
+        if not slope < 0:  # lost curvature information: restart from steepest descent
+            steps.clear()
+            changes.clear()
+            direction, slope = -grad, -float(grad @ grad)
+        step = 1.0
+        while True:
+            new_theta = theta + step * direction
+            new_value, new_grad = problem.value_grad(new_theta)
+            if _accept(value, grad, new_value, new_grad, slope, step):
+                break
+            step *= 0.5
+            if step < 1e-12:
+                return theta, iteration
+        s, y = new_theta - theta, new_grad - grad
+        if float(s @ y) > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(y)):
+            steps.append(s)
+            changes.append(y)
+            if len(steps) > memory:
+                steps.pop(0)
+                changes.pop(0)
         theta, value, grad = new_theta, new_value, new_grad
     return theta, max_iter

@@ -4,7 +4,8 @@
   ``N[c, t, s, a]`` (for a population fit, their expectations under the expert law):
   ``theta_hat = argmin -sum N[c,t,s,a] log pi_theta(a | c, t, s) + (l2/2) |theta|^2``.
 * Finite class: the member with the smallest empirical log loss (population: smallest
-  ``KL(P* || P^pi)``, computed exactly).
+  ``KL(P* || P^pi)``, computed exactly from the expert's forward marginals for finite-state
+  members: ``sum_{c, t, s} mu_c E[visits] KL(p*(.|c, t, s) || pi(.|c, t, s))``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from agents.base import Agent, FittedPolicy, demonstration_arrays
 from agents.logistic import fit_logistic
 from agents.policies import FiniteMemberPolicy, LinearSoftmaxPolicy, linear_class
 from agents.smoothing import smoothed
-from evaluation.divergences import divergence
 from ntp_envs.finite_class import FiniteClass
 from ntp_envs.linear_softmax import LinearSoftmaxClass
-from ntp_envs.sequence_model import FinitePrompts
+from ntp_envs.sequence_model import FinitePrompts, FiniteStateTables
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray
 
@@ -66,6 +66,26 @@ def fit_linear_softmax(
     return fit.theta, info
 
 
+def finite_state_kl(expert: FiniteStateTables, model: FiniteStateTables,
+                    log_mu: FloatArray) -> float:
+    """Exact ``KL(P* || P^pi)`` of two finite-state laws over the same contexts (``inf`` when
+    ``pi`` gives zero probability to a token the expert emits on a visited row)."""
+    if expert.num_contexts != model.num_contexts or expert.horizon != model.horizon:
+        raise ValueError("expert and model tables must share contexts and horizon")
+    memory = max(expert.memory, model.memory)
+    positions = max(expert.num_positions, model.num_positions)
+    expert, model = expert.lift(memory, positions), model.lift(memory, positions)
+    marginals = expert.forward_marginals()  # (C, H, S)
+    visits = np.concatenate([marginals[:, : positions - 1],
+                             marginals[:, positions - 1 :].sum(axis=1, keepdims=True)], axis=1)
+    weights = np.exp(log_mu)[:, None, None, None] * visits[..., None] * np.exp(expert.logp)
+    used = weights > 0
+    if (used & ~np.isfinite(model.logp)).any():
+        return float("inf")
+    gap = np.where(used, expert.logp - np.where(used, model.logp, 0.0), 0.0)
+    return max(float((weights * gap).sum()), 0.0)
+
+
 def finite_class_losses(
     task: SequenceTask, demonstrations: Demonstrations | None, gamma: float = 0.0
 ) -> FloatArray:
@@ -74,8 +94,13 @@ def finite_class_losses(
     members: FiniteClass = task.learner_class
     models = [smoothed(m, gamma, task.prompts) for m in members.members]
     if demonstrations is None:
-        return np.array([divergence(task.expert, m, task.prompts).kl for m in models],
-                        dtype=np.float64)
+        expert = task.expert.finite_state()
+        tables = [m.finite_state() for m in models]
+        if expert is None or any(t is None for t in tables) or \
+                not isinstance(task.prompts, FinitePrompts):
+            raise ValueError(f"{task.env_id}: a population fit over a finite class needs a "
+                             "finite-state expert and members and a finite prompt law")
+        return np.array([finite_state_kl(expert, t, task.prompts.log_probs) for t in tables])
     prompts, tokens = demonstration_arrays(task, demonstrations)
     with np.errstate(divide="ignore"):
         return np.array([-m.sequence_logprob(prompts, tokens).mean() for m in models])
@@ -92,6 +117,7 @@ class LogLossBC(Agent):
 
     l2: float | None = None
     name: str = "logloss"
+    needs_learner_class = True
 
     def fit(
         self,

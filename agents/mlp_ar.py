@@ -10,11 +10,17 @@ with one first-layer block ``M_{h,j}`` per (position, context position) pair (Ma
 masked linear layer), ``A``, ``B`` shared and a per-position output bias ``d_h``. Trained
 with torch by AdamW (cosine learning-rate decay to 0; decoupled weight decay
 ``weight_decay`` on the three weight matrices, none on biases and the embedding) on the
-teacher-forced token log loss (next-token prediction), in minibatches of sequences, for
-``epochs`` passes over the demonstrations; the output biases start at the log target
-frequencies of each position (add-1/V smoothed). The defaults (40 epochs, weight decay 1)
-are the ones that generalise on 2 x 2 multiplication: without weight decay the MLP
-memorises the training pairs (held-out accuracy 0.68 to 0.85 there, 0.98 with it).
+teacher-forced token log loss (next-token prediction), in minibatches of ``batch_size``
+sequences, for at most ``epochs`` passes; the output biases start at the log target
+frequencies of each position (add-1/V smoothed). A ``validation`` fraction of the training
+sequences (demonstrations, or the training prompts of a population fit; never the task's
+held-out test prompts) is set aside: after every epoch its teacher-forced log loss is
+measured, the weights of the best epoch are kept, and training stops after ``patience``
+epochs without improvement. ``info`` reports that loss and the greedy answer accuracy on
+the validation sequences; the defaults were chosen on them (``benchmarks/bench_cot.py``).
+The first layer on one-hot tokens is computed as a table lookup (``embedding_bag``), so an
+epoch costs ``O(n O hidden^2)`` for ``O`` output positions rather than a dense product over
+every (input, output) block per sequence.
 
 Two reductions, decided from the training data and exact on it: a context position whose
 token never varies (the CoT's separators, place values) carries no information and is not
@@ -67,19 +73,41 @@ class _Net(nn.Module):
         self.register_buffer("mask", torch.from_numpy(mask.astype(np.float32)))
 
     def hidden_logits(self, tokens: torch.Tensor, block: slice) -> torch.Tensor:
-        """Network logits ``(B, O_block, V)`` of the output positions ``outputs[block]``."""
-        x = self.embed(tokens).reshape(len(tokens), -1)
+        """Network logits ``(B, O_block, V)`` of the output positions ``outputs[block]``.
+
+        The first layer on one-hot tokens is a lookup: ``sum_j e(c_j) M_j`` is the sum over
+        input positions ``j`` of row ``c_j`` of the table ``e M_j`` (``V_in`` rows per
+        position), built once per call (independent of the batch) and summed by
+        ``embedding_bag``, instead of a ``(B, J * embed_dim)`` by ``(J * embed_dim, O *
+        hidden)`` product per batch."""
         columns = slice(block.start * self.hidden, block.stop * self.hidden)
-        first = self.first[:, columns] * self.mask[:, columns]
-        u = (x @ first).view(len(tokens), -1, self.hidden) + self.first_bias[block]
+        first = (self.first[:, columns] * self.mask[:, columns]).view(
+            len(self.inputs), self.embed_dim, -1)
+        table = (self.embed.weight @ first).reshape(-1, first.shape[-1])  # (J * V_in, cols)
+        if len(self.inputs):
+            offsets = torch.arange(len(self.inputs)) * self.embed.num_embeddings
+            u = nn.functional.embedding_bag(tokens + offsets, table, mode="sum")
+        else:  # no varying input: the first layer is its bias
+            u = table.new_zeros(len(tokens), table.shape[-1])
+        u = u.view(len(tokens), -1, self.hidden) + self.first_bias[block]
         return self.out(torch.relu(self.layer2(torch.relu(u))))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits = self.bias.expand(len(tokens), *self.bias.shape).clone()
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log loss ``(B,)`` of ``targets`` ``(B, H)``, averaged over positions.
+
+        A position without hidden units has logits ``d_h`` for every row: its log-softmax
+        is computed once and gathered, not once per row."""
+        horizon = self.bias.shape[0]
+        bias_only = torch.from_numpy(np.setdiff1d(np.arange(horizon), self.outputs))
+        log_bias = torch.log_softmax(self.bias[bias_only], dim=-1)  # (H - O, V)
+        total = -log_bias[torch.arange(len(bias_only)), targets[:, bias_only]].sum(dim=1)
         if len(self.outputs):
             index = torch.from_numpy(self.outputs)
-            logits[:, index] += self.hidden_logits(tokens, slice(0, len(self.outputs)))
-        return logits
+            logits = self.hidden_logits(tokens, slice(0, len(index))) + self.bias[index]
+            total = total + nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets[:, index].reshape(-1),
+                reduction="none").view(len(targets), -1).sum(dim=1)
+        return total / horizon
 
     def _tensors(self) -> list[torch.Tensor]:
         return [self.embed.weight, self.first, self.first_bias, self.layer2.weight,
@@ -163,9 +191,11 @@ class MLPAR(Agent):
     embed_dim: int = 16
     hidden: int = 128
     epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 3e-3
+    batch_size: int = 256
+    learning_rate: float = 1e-2
     weight_decay: float = 1.0
+    validation: float = 0.1
+    patience: int = 5
     num_threads: int = 1
     name: str = "mlp-ar"
 
@@ -175,12 +205,14 @@ class MLPAR(Agent):
         demonstrations: Demonstrations | None,
         rng: np.random.Generator | None = None,
     ) -> MLPARPolicy:
-        for name in ("embed_dim", "hidden", "epochs", "batch_size", "num_threads"):
+        for name in ("embed_dim", "hidden", "epochs", "batch_size", "patience", "num_threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0 or self.weight_decay < 0:
             raise ValueError(f"learning_rate must be > 0 and weight_decay >= 0, got "
                              f"{self.learning_rate} and {self.weight_decay}")
+        if not 0.0 <= self.validation < 0.5:
+            raise ValueError(f"validation must lie in [0, 0.5), got {self.validation}")
         rng = np.random.default_rng(0) if rng is None else rng
         threads = torch.get_num_threads()
         torch.set_num_threads(self.num_threads)  # small per-step tensors: one thread is fastest
@@ -196,6 +228,12 @@ class MLPAR(Agent):
         prompts, tokens, weights = training_sequences(task, demonstrations)
         encoding.active(prompts, tokens[:, :-1])  # validates the token ranges
         context = np.concatenate([prompts, tokens[:, :-1]], axis=1)
+        order = rng.permutation(len(tokens))
+        held = order[: int(round(self.validation * len(tokens)))] if len(tokens) > 1 else order[:0]
+        fit_rows = np.setdiff1d(order, held)
+        context, tokens, weights, val = (context[fit_rows], tokens[fit_rows],
+                                         weights[fit_rows], (context[held], tokens[held],
+                                                             weights[held]))
         inputs, outputs = _varying(context), _varying(tokens)
         net = _Net(encoding.input_vocab, inputs, outputs, encoding.prompt_length, task.horizon,
                    task.vocab_size, self.embed_dim, self.hidden)
@@ -209,33 +247,68 @@ class MLPAR(Agent):
         others = [net.embed.weight, net.first_bias, net.layer2.bias, net.bias]  # embedding not
         optimiser = torch.optim.AdamW(
             [{"params": matrices, "weight_decay": self.weight_decay},
-             {"params": others, "weight_decay": 0.0}], lr=self.learning_rate)
+             {"params": others, "weight_decay": 0.0}], lr=self.learning_rate, fused=True)
         steps = self.epochs * -(-len(tokens) // self.batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
         features = torch.from_numpy(context[:, inputs])
         targets = torch.from_numpy(tokens)
         row_weight = torch.from_numpy(weights / weights.mean()).float()
-        losses = []
-        for _ in range(self.epochs):
-            order = torch.from_numpy(rng.permutation(len(tokens)))
+        val_features, val_targets = torch.from_numpy(val[0][:, inputs]), torch.from_numpy(val[1])
+        val_weight = torch.from_numpy(val[2] / max(val[2].mean(), 1e-300) if len(held) else
+                                      val[2]).float()
+        losses, val_losses, best = [], [], (np.inf, 0, None)
+        for epoch in range(self.epochs):
+            perm = torch.from_numpy(rng.permutation(len(tokens)))
             total = 0.0
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                logits = net(features[batch])
-                per_token = nn.functional.cross_entropy(
-                    logits.reshape(-1, task.vocab_size), targets[batch].reshape(-1),
-                    reduction="none").view(len(batch), -1)
-                loss = (per_token.mean(dim=1) * row_weight[batch]).mean()
+            for start in range(0, len(perm), self.batch_size):
+                batch = perm[start : start + self.batch_size]
+                loss = _weighted_loss(net, features[batch], targets[batch], row_weight[batch])
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 schedule.step()
                 total += loss.item() * len(batch)
-            losses.append(total / len(order))
+            losses.append(total / len(perm))
+            if not len(held):
+                continue
+            with torch.no_grad():
+                val_losses.append(float(_weighted_loss(net, val_features, val_targets,
+                                                       val_weight)))
+            if val_losses[-1] < best[0]:
+                best = (val_losses[-1], epoch, {k: v.clone() for k, v in
+                                                net.state_dict().items()})
+            elif epoch - best[1] >= self.patience:
+                break
+        if best[2] is not None:
+            net.load_state_dict(best[2])
+        policy = MLPARPolicy(task, net)
         info = {"agent": self.name, "embed_dim": self.embed_dim, "hidden": self.hidden,
-                "epochs": self.epochs, "learning_rate": self.learning_rate,
-                "weight_decay": self.weight_decay,
-                "train_log_loss_per_token": losses[-1], "inputs": len(inputs),
-                "outputs": len(outputs),
+                "epochs": self.epochs, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
+                "train_log_loss_per_token": losses[best[1]] if val_losses else losses[-1],
+                "epochs_run": len(losses), "best_epoch": best[1] + 1 if val_losses else len(losses),
+                "validation_rows": len(held),
+                "validation_log_loss_per_token": best[0] if val_losses else None,
+                "validation_accuracy": _answer_accuracy(task, policy, prompts[held], val[1]),
+                "inputs": len(inputs), "outputs": len(outputs),
                 "parameters": int(sum(p.numel() for p in net.parameters()))}
-        return MLPARPolicy(task, net, info)
+        policy.info = info
+        return policy
+
+
+def _answer_accuracy(task: SequenceTask, policy: MLPARPolicy, prompts: IntArray,
+                     tokens: IntArray) -> float | None:
+    """Greedy answer accuracy on the validation rows (``None`` without rows or answer)."""
+    from evaluation.accuracy import greedy_decode  # evaluation imports agents
+
+    length = int(task.answer_length or 0)
+    if not len(prompts) or not length:
+        return None
+    decoded = greedy_decode(policy, prompts)
+    return float((decoded[:, -length:] == tokens[:, -length:]).all(axis=1).mean())
+
+
+def _weighted_loss(net: _Net, features: torch.Tensor, targets: torch.Tensor,
+                   row_weight: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced per-token log loss, rows weighted by ``row_weight`` (mean 1)."""
+    return (net(features, targets) * row_weight).mean()

@@ -84,7 +84,7 @@ def answer_accuracy(
 
 
 TASK_METRICS: dict[str, str] = {
-    "ntp_envs/PathStar-v0": "evaluation.pathstar_experiment:sweep_metrics",
+    "ntp_envs/PathStar-v0": "evaluation.pathstar_metrics:sweep_metrics",
 }
 """Task-specific measurements: env id -> ``"module:function"`` (imported on first use), the
 function mapping ``(task, model, n_samples, rng)`` to a JSON-able dict that a sweep row

@@ -1,18 +1,44 @@
-"""Analysis of sweep results: per-horizon summaries and growth exponents in H."""
+"""Analysis of sweep results: per-horizon summaries, growth exponents in H, and the worst case
+of C_apx over a family of instances.
+
+Rows are grouped by every setting in their identity (:data:`evaluation.store.SETTING_COLUMNS`
+included), so rows computed with other settings are never pooled; rows of older stores,
+where a setting is NULL, form their own groups.
+"""
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-GROUP = ["env_id", "env_kwargs", "agent", "n_train", "horizon"]
+from evaluation.store import SETTING_COLUMNS, canonical_json
+from ntp_envs import env_defaults
+
+GROUP = ["env_id", "env_kwargs", "agent", "n_train", *SETTING_COLUMNS, "horizon"]
+WORST_CASE_COLUMNS = ["env_id", "family", "agent", "horizon", "n_train", "instances",
+                      "worst_c_apx", "worst_kwargs", "mean_c_apx", *SETTING_COLUMNS]
+CHUNK_AGENT = re.compile(r"^(chunk|chunk-rho|chunk-kr):(\d+)$")
+
+
+def with_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every setting column present (NULL where a row predates it)."""
+    frame = frame.copy()
+    for name in SETTING_COLUMNS:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard error over seeds of D_H^2 and C_apx per (env, agent, n_train, H)."""
-    ok = frame[frame["status"] == "ok"]
+    """Mean and standard error over seeds of D_H^2 and C_apx per (env, agent, n_train,
+    settings, H), status ``ok`` rows only."""
+    ok = with_settings(frame[frame["status"] == "ok"])
     rows = []
-    for key, group in ok.groupby(GROUP, sort=True):
+    for key, group in ok.groupby(GROUP, sort=True, dropna=False):
         n = len(group)
         row = dict(zip(GROUP, key, strict=True))
         row["seeds"] = n
@@ -31,7 +57,7 @@ def growth_exponent(summary: pd.DataFrame, column: str = "c_apx_mean") -> pd.Dat
     ``C ~ H^slope``; ``slope_se`` is the OLS standard error (NaN with fewer than 3 horizons).
     """
     rows = []
-    for key, group in summary.groupby(GROUP[:-1], sort=True):
+    for key, group in with_settings(summary).groupby(GROUP[:-1], sort=True, dropna=False):
         good = group[np.isfinite(group[column]) & (group[column] > 0)]
         row = dict(zip(GROUP[:-1], key, strict=True))
         row.update(slope=np.nan, slope_se=np.nan, horizons=len(good))
@@ -47,3 +73,69 @@ def growth_exponent(summary: pd.DataFrame, column: str = "c_apx_mean") -> pd.Dat
                 )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def chunk_size(agent: str) -> tuple[str, int] | None:
+    """``(learner, K)`` for a chunk learner's name (``chunk:K``, ``chunk-rho:K``,
+    ``chunk-kr:K``); None for any other agent."""
+    found = CHUNK_AGENT.match(agent)
+    return None if found is None else (found.group(1), int(found.group(2)))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def in_family(env_id: str, family: str, env_kwargs: str) -> bool:
+    """Whether the instance ``env_kwargs`` (canonical JSON) belongs to ``family``
+    (:func:`evaluation.sweep.family_json`): its kwargs outside the grid are the family's, and
+    each grid kwarg takes one of the grid's values (an absent kwarg its default)."""
+    spec = json.loads(family)
+    grid, base = spec["grid"], spec["kwargs"]
+    kwargs = json.loads(env_kwargs)
+    if {k: v for k, v in kwargs.items() if k not in grid} != base:
+        return False
+    defaults = env_defaults(env_id)
+    return all(any(_equal(kwargs.get(k, defaults.get(k)), v) for v in values)
+               for k, values in grid.items())
+
+
+def _family(row: pd.Series) -> str:
+    family = row.get("family")
+    if isinstance(family, str) and family:
+        return family
+    return canonical_json({"grid": {}, "kwargs": json.loads(row["env_kwargs"])})
+
+
+def worst_case(frame: pd.DataFrame) -> pd.DataFrame:
+    """The worst case of C_apx over each family of instances swept (DESIGN.md section 2).
+
+    Per family (every instance of ``frame`` that belongs to it, whichever sweep stored it),
+    agent, horizon, training-set size and settings: the seed mean of C_apx per instance
+    (status ``ok`` rows with a finite C_apx), then ``worst_c_apx`` (their maximum, attained by
+    ``worst_kwargs``), ``mean_c_apx`` and ``instances`` (how many were measured). Columns
+    :data:`WORST_CASE_COLUMNS`.
+    """
+    ok = with_settings(frame[frame["status"] == "ok"])
+    ok = ok.assign(c_apx=pd.to_numeric(ok["c_apx"], errors="coerce"))
+    ok = ok[np.isfinite(ok["c_apx"])]
+    if ok.empty:
+        return pd.DataFrame(columns=WORST_CASE_COLUMNS)
+    families = ok[["env_id"]].assign(family=ok.apply(_family, axis=1)).drop_duplicates()
+    per_instance = ok.groupby(["env_id", "env_kwargs", "agent", "horizon", "n_train",
+                               *SETTING_COLUMNS], sort=True, dropna=False)["c_apx"].mean()
+    per_instance = per_instance.reset_index()
+    rows = []
+    for env_id, family in families.itertuples(index=False):
+        candidates = per_instance[per_instance["env_id"] == env_id]
+        members = candidates[[in_family(env_id, family, k) for k in candidates["env_kwargs"]]]
+        keys = ["agent", "horizon", "n_train", *SETTING_COLUMNS]
+        for key, group in members.groupby(keys, sort=True, dropna=False):
+            worst = group.loc[group["c_apx"].idxmax()]
+            rows.append({"env_id": env_id, "family": family, **dict(zip(keys, key, strict=True)),
+                         "instances": len(group), "worst_c_apx": float(worst["c_apx"]),
+                         "worst_kwargs": worst["env_kwargs"],
+                         "mean_c_apx": float(group["c_apx"].mean())})
+    result = pd.DataFrame(rows, columns=WORST_CASE_COLUMNS)
+    return result.sort_values(["env_id", "family", "agent", "n_train", "horizon"],
+                              kind="stable").reset_index(drop=True)

@@ -63,17 +63,40 @@ def single_threaded() -> Iterator[None]:
 _WORKER_READY = False
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Exit this worker once its parent is gone (a driver killed with SIGKILL leaves no
-    idle orphans behind)."""
-    while os.getppid() == parent:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:  # Linux: state Z is a dead zombie
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _exit_with_driver(driver: int) -> None:
+    """Exit this worker once the driver is gone. The driver, not the parent: a forkserver
+    worker's parent is the fork server, which itself lives as long as any worker holds its
+    liveness pipe, so a driver killed with SIGKILL would leave both behind."""
+    while process_alive(driver):
         time.sleep(1.0)
     os._exit(1)
 
 
-def init_worker(watch_parent: bool = False) -> None:
-    """Make this worker process single-threaded for good (pool initializer, Ray tasks)."""
+def init_worker(driver: int | None = None, environ: dict[str, str | None] | None = None) -> None:
+    """Make this worker process single-threaded for good (pool initializer, Ray tasks) and
+    give it the driver's ``environ`` (None values unset): a fork server started before the
+    driver set them would pass on its own."""
     global _WORKER_READY
+    for name, value in (environ or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     if _WORKER_READY:
         return
     import torch
@@ -81,8 +104,8 @@ def init_worker(watch_parent: bool = False) -> None:
 
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
-    if watch_parent:
-        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if driver is not None:
+        threading.Thread(target=_exit_with_driver, args=(driver,), daemon=True).start()
     _WORKER_READY = True
 
 
@@ -179,8 +202,9 @@ class LocalBackend(Backend):
             self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        device = {DEVICE_ENV: os.environ.get(DEVICE_ENV)}  # now, not when the server started
         return cf.ProcessPoolExecutor(max_workers=self.parallelism, mp_context=_pool_context(),
-                                      initializer=init_worker, initargs=(True,))
+                                      initializer=init_worker, initargs=(os.getpid(), device))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
         if self._pool is None:

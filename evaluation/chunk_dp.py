@@ -29,7 +29,7 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from evaluation.finite_state_dp import hellinger2_from_log_bc
+from evaluation.roundoff import checked_kl, hellinger2_from_log_bc
 from ntp_envs.chunk_tables import (
     ChunkTables,
     advance_window,
@@ -157,7 +157,7 @@ def _combine(log_bc_c: FloatArray, kl_c: FloatArray, missing: FloatArray, log_mu
     if (missing & (mu > 0)).any():
         kl = math.inf
     else:
-        kl = max(float(np.sum(np.where(mu > 0, mu * kl_c, 0.0))), 0.0)
+        kl = checked_kl(float(np.sum(np.where(mu > 0, mu * kl_c, 0.0))))
     return hellinger2_from_log_bc(log_bc), kl
 
 

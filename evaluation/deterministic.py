@@ -8,7 +8,8 @@ Exact (a ``mu``-weighted sum over the support, in log space) for a
 :class:`~ntp_envs.sequence_model.FinitePrompts` law of at most :data:`MAX_EXACT_TOKENS`
 support tokens (``C * H``); otherwise a Monte Carlo average over ``n_samples`` prompts with
 standard errors (:func:`evaluation.monte_carlo.monte_carlo_divergences`, which for a
-deterministic expert is exactly this average).
+deterministic expert is exactly this average). :func:`evaluation.divergences.divergence`
+names the two apart: ``eval_method`` ``deterministic_exact`` and ``deterministic_mc``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ import numpy as np
 from scipy.special import logsumexp
 
 from evaluation.monte_carlo import MonteCarloEstimate, monte_carlo_divergences
+from evaluation.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
 from ntp_envs.sequence_model import FinitePrompts, PromptDistribution, SequenceModel
 
-__all__ = ["MAX_EXACT_TOKENS", "deterministic_divergences", "is_deterministic"]
+__all__ = [
+    "MAX_EXACT_TOKENS",
+    "deterministic_divergences",
+    "exact_over_support",
+    "is_deterministic",
+]
 
 MAX_EXACT_TOKENS = 2**23
 """Largest support size ``C * H`` (tokens scored) summed exactly; larger laws are sampled."""
@@ -77,9 +84,8 @@ def deterministic_divergences(
             kl = math.inf
         elif math.isfinite(kl):
             kl += float(np.sum(np.exp(log_mu[support]) * -log_q[support]))
-    log_bc = min(float(logsumexp(half)), 0.0)
-    log_mass = min(float(logsumexp(full)), 0.0)
     return MonteCarloEstimate(
-        hellinger2=min(-2.0 * math.expm1(log_bc), 2.0), hellinger2_stderr=0.0,
-        kl=max(kl, 0.0), kl_stderr=0.0, tv=min(-math.expm1(log_mass), 1.0), tv_stderr=0.0,
+        hellinger2=hellinger2_from_log_bc(float(logsumexp(half))), hellinger2_stderr=0.0,
+        kl=checked_kl(kl), kl_stderr=0.0,
+        tv=tv_from_log_overlap(float(logsumexp(full))), tv_stderr=0.0,
     )

@@ -9,6 +9,24 @@ at its place in the ``"auto"`` order: ``deterministic`` (deterministic experts,
 binary exchangeable laws, :mod:`evaluation.sufficient_stats`), ``chunk`` (chunk models
 against finite-state or count-law experts, :mod:`evaluation.chunk_dp`), ``dp``,
 ``monte_carlo``.
+
+``DivergenceResult.method`` (a sweep row's ``eval_method``) says how the numbers were got:
+
+* ``enumerate``: exact, every sequence of every prompt summed (``V**H`` small); with TV.
+* ``stats``: exact, sums over the number of ones of binary exchangeable (count) laws; with TV.
+* ``chunk``: exact, a recursion over chunk boundaries for chunk models; no TV.
+* ``dp``: exact, a forward recursion over window states of finite-state models; no TV.
+* ``deterministic_exact``: exact, a deterministic expert's one sequence per prompt scored
+  for every prompt of a finite prompt law; with TV.
+* ``deterministic_mc``: estimated, the same for a deterministic expert whose prompt law is
+  too large to sum (``n_samples`` prompts drawn); each value with its standard error.
+* ``monte_carlo``: estimated from ``n_samples`` expert sequences with exact sequence
+  log-likelihoods; each value with its standard error (``D_H^2`` may leave ``[0, 2]``).
+* ``deterministic``: rows stored before the two above were named apart, either of them;
+  ``hellinger2_stderr`` is ``0`` for the exact sum and positive for the estimate.
+
+Exact values are checked to lie in their ranges up to round-off (:mod:`evaluation.roundoff`)
+and ``*_stderr`` is ``0.0`` for them.
 """
 
 from __future__ import annotations
@@ -25,7 +43,11 @@ from evaluation.chunk_dp import (
     count_law_chunk_divergences,
     finite_state_chunk_divergences,
 )
-from evaluation.deterministic import deterministic_divergences, is_deterministic
+from evaluation.deterministic import (
+    deterministic_divergences,
+    exact_over_support,
+    is_deterministic,
+)
 from evaluation.enumeration import MAX_SEQUENCES, enumerate_divergences
 from evaluation.finite_state_dp import finite_state_divergences
 from evaluation.monte_carlo import monte_carlo_divergences
@@ -98,7 +120,8 @@ def _deterministic_run(problem: Problem) -> DivergenceResult:
     est = deterministic_divergences(
         problem.expert, problem.learner, problem.prompts, problem.n_samples, problem.rng
     )
-    return DivergenceResult(*est, method="deterministic")
+    exact = exact_over_support(problem.prompts, problem.expert.horizon)
+    return DivergenceResult(*est, method="deterministic_exact" if exact else "deterministic_mc")
 
 
 # ------------------------------------------------------------------------- enumeration

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
+from evaluation.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
 from ntp_envs.sequence_model import FinitePrompts, SequenceModel
 from ntp_envs.type_aliases import IntArray
 
@@ -65,10 +66,8 @@ def enumerate_divergences(
         kl_infinite |= bool((support & (lq == -math.inf)).any())
         ok = support & (lq > -math.inf)
         kl += float(np.sum(np.exp(lp[ok]) * (lp[ok] - lq[ok])))
-    log_bc = min(float(logsumexp(log_bc_parts)), 0.0)
-    log_overlap = min(float(logsumexp(log_min_parts)), 0.0)
     return ExactDivergences(
-        hellinger2=min(-2.0 * math.expm1(log_bc), 2.0),
-        kl=math.inf if kl_infinite else max(kl, 0.0),
-        tv=min(-math.expm1(log_overlap), 1.0),
+        hellinger2=hellinger2_from_log_bc(float(logsumexp(log_bc_parts))),
+        kl=math.inf if kl_infinite else checked_kl(kl),
+        tv=tv_from_log_overlap(float(logsumexp(log_min_parts))),
     )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from evaluation.roundoff import checked_kl, hellinger2_from_log_bc
 from ntp_envs.sequence_model import FiniteStateTables
 
 __all__ = [
@@ -155,12 +156,7 @@ def finite_state_divergences(
     with torch.no_grad():
         log_bc = float(log_bhattacharyya(logp, logq, mu, p.horizon))
         kl = float(kl_divergence(logp, logq, mu, p.horizon))
-    return hellinger2_from_log_bc(log_bc), kl
-
-
-def hellinger2_from_log_bc(log_bc: float) -> float:
-    """``2 - 2 BC`` computed as ``-2 expm1(log BC)``, clipped to ``[0, 2]``."""
-    return min(max(-2.0 * math.expm1(min(log_bc, 0.0)), 0.0), 2.0) + 0.0  # no -0.0
+    return hellinger2_from_log_bc(log_bc), checked_kl(kl)
 
 
 # ---------------------------------------------------------------------------- internals

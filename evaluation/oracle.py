@@ -7,7 +7,14 @@ not trusted. The search is global-then-local:
    parameters, and ``num_random_starts`` Gaussian draws at scales 0.5, 1, 2 and 4;
 2. all starts descend together (batched Adam on ``-log BC``, exact gradients through the
    finite-state recursion);
-3. the ``refine`` best distinct end points are polished by L-BFGS to tight tolerance.
+3. the ``refine`` best distinct end points are polished to tight tolerance.
+
+By default values and gradients come from the adjoint (forward-backward) recursion of
+:mod:`evaluation.bhattacharyya_grad`: all starts as one batch, memory bounded in ``H``; the
+polish runs the refined points together, by Newton with a finite-difference Hessian when the
+class is small (``dim <= NEWTON_MAX_DIM``), then L-BFGS (:mod:`evaluation.batched_minimize`).
+``gradient="autograd"`` keeps the reference path: torch autograd through
+:func:`log_bhattacharyya`, one scipy L-BFGS-B per refined point.
 
 The result reports what was done and how many refined searches agree with the best value,
 so a landscape with many basins is visible instead of silently inflating C_apx.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,6 +32,8 @@ from scipy.optimize import minimize
 
 from agents.logloss_bc import fit_linear_softmax, target_counts
 from agents.policies import linear_class
+from evaluation.batched_minimize import minimize_batch, newton_batch
+from evaluation.bhattacharyya_grad import log_bhattacharyya_value_grad
 from evaluation.divergences import divergence
 from evaluation.finite_state_dp import log_bhattacharyya
 from evaluation.sufficient_stats import log_bhattacharyya_counts
@@ -47,14 +57,25 @@ class OracleResult:
     seconds: float = 0.0
 
 
+Gradient = Literal["adjoint", "autograd"]
+
+NEWTON_MAX_DIM = 256
+"""Largest class dimension polished by Newton (finite-difference Hessian) before L-BFGS."""
+
+
 class _LinearClassObjective:
     """``theta (B, d) -> -log BC(P^theta, P*)`` in torch, batched over parameters.
 
     Exact through the finite-state recursion when the expert is finite-state, or through
     the count-of-ones sum when the expert has a count law and the class is i.i.d. binary.
+    ``gradient``: ``"adjoint"`` (value and gradient by the forward-backward recursion of
+    :mod:`evaluation.bhattacharyya_grad`) or ``"autograd"`` (torch autograd through
+    :func:`log_bhattacharyya`, the reference path).
     """
 
-    def __init__(self, task: SequenceTask) -> None:
+    def __init__(self, task: SequenceTask, gradient: Gradient = "adjoint") -> None:
+        if gradient not in ("adjoint", "autograd"):
+            raise ValueError(f"gradient must be 'adjoint' or 'autograd', got {gradient!r}")
         lc = linear_class(task)
         if not isinstance(task.prompts, FinitePrompts):
             raise ValueError(f"{task.env_id}: the oracle needs a finite prompt law")
@@ -76,6 +97,7 @@ class _LinearClassObjective:
         else:
             raise ValueError(f"{task.env_id}: the oracle needs a finite-state expert, or a "
                              "count-law expert with an i.i.d. binary class")
+        self.gradient = gradient if expert is not None else "autograd"
 
     def learner_logp(self, theta: torch.Tensor) -> torch.Tensor:
         lc = self.lc
@@ -97,11 +119,29 @@ class _LinearClassObjective:
         expert = self.expert_logp.expand(theta.shape[0], *self.expert_logp.shape)
         return -log_bhattacharyya(logp, expert, self.log_mu, self.horizon)
 
+    def value_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values ``(B,)`` and gradients ``(B, d)`` at parameters ``(B, d)``."""
+        x = theta.detach().requires_grad_(True)
+        if self.gradient == "autograd":
+            value = self(x)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+            return value.detach(), grad
+        logp = self.learner_logp(x)
+        log_bc, grad_logp = log_bhattacharyya_value_grad(
+            logp.detach(), self.expert_logp, self.log_mu, self.horizon)
+        (grad,) = torch.autograd.grad(logp, x, grad_outputs=-grad_logp)
+        return -log_bc, grad
+
+    def values(self, theta: torch.Tensor) -> torch.Tensor:
+        """Values ``(B,)`` at parameters ``(B, d)``, without a gradient."""
+        if self.gradient == "adjoint":
+            return self.value_grad(theta)[0]
+        with torch.no_grad():
+            return self(theta.detach())
+
     def numpy_value_grad(self, theta: FloatArray) -> tuple[float, FloatArray]:
-        x = torch.tensor(theta[None, :], dtype=torch.float64, requires_grad=True)
-        value = self(x)[0]
-        (grad,) = torch.autograd.grad(value, x)
-        return float(value.detach()), grad[0].numpy().astype(np.float64)
+        value, grad = self.value_grad(torch.tensor(theta[None, :], dtype=torch.float64))
+        return float(value[0]), grad[0].numpy().astype(np.float64)
 
 
 def _finite_class_minimum(task: SequenceTask) -> OracleResult:
@@ -126,12 +166,28 @@ def _adam(objective: _LinearClassObjective, theta: torch.Tensor, steps: int, lr:
     first, second = torch.zeros_like(theta), torch.zeros_like(theta)
     beta1, beta2 = 0.9, 0.999
     for step in range(1, steps + 1):
-        (grad,) = torch.autograd.grad(objective(theta).sum(), theta)
+        _, grad = objective.value_grad(theta)
         first.mul_(beta1).add_(grad, alpha=1 - beta1)
         second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         update = (first / (1 - beta1**step)) / ((second / (1 - beta2**step)).sqrt() + 1e-8)
         with torch.no_grad():
             theta.sub_(lr * update)
+
+
+def _polish(objective: _LinearClassObjective, ends: FloatArray) -> list[tuple[float, FloatArray]]:
+    """Local minima (value, theta) from each end point, to tight tolerance."""
+    if objective.gradient == "adjoint":
+        x = torch.from_numpy(ends)
+        if x.shape[1] <= NEWTON_MAX_DIM:  # a Hessian costs d gradients, batched in one call
+            x = newton_batch(objective.value_grad, x, gtol=1e-12, ftol=1e-15).x
+        result = minimize_batch(objective.value_grad, x, max_iter=2000, gtol=1e-12, ftol=1e-15)
+        return [(float(v), x.numpy()) for v, x in zip(result.value, result.x, strict=True)]
+    refined = []
+    for end in ends:
+        result = minimize(objective.numpy_value_grad, end, jac=True, method="L-BFGS-B",
+                          options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+        refined.append((float(result.fun), result.x))
+    return refined
 
 
 def _to_hellinger2(neg_log_bc: float) -> float:
@@ -146,15 +202,21 @@ def best_in_class(
     adam_steps: int = 60,
     refine: int = 4,
     seed: int = 0,
+    gradient: Gradient = "adjoint",
 ) -> OracleResult:
     """The Hellinger projection of the expert onto the class: an exact minimum over a finite
-    class, a global-then-local search over a linear-softmax class."""
+    class, a global-then-local search over a linear-softmax class.
+
+    ``gradient="adjoint"`` (default) takes values and gradients from the forward-backward
+    recursion and polishes the chosen end points together (batched L-BFGS);
+    ``"autograd"`` is the reference path (torch autograd, one scipy L-BFGS-B per point).
+    """
     if isinstance(task.learner_class, FiniteClass):
         return _finite_class_minimum(task)
     if num_random_starts < 0 or refine < 1 or adam_steps < 0:
         raise ValueError("num_random_starts >= 0, refine >= 1 and adam_steps >= 0 required")
     start_time = time.perf_counter()
-    objective = _LinearClassObjective(task)
+    objective = _LinearClassObjective(task, gradient)
     lc = objective.lc
     rng = np.random.default_rng(seed)
     kl_projection, _ = fit_linear_softmax(lc, target_counts(task, None), l2=1e-8)
@@ -167,8 +229,7 @@ def best_in_class(
 
     theta = torch.tensor(np.stack(starts), dtype=torch.float64, requires_grad=True)
     _adam(objective, theta, adam_steps, lr=0.1)
-    with torch.no_grad():
-        descended = objective(theta).numpy()
+    descended = objective.values(theta).numpy()
     ends = theta.detach().numpy()
     # polish the best distinct end points (distinct by objective value)
     order = np.argsort(descended)
@@ -179,11 +240,7 @@ def best_in_class(
             chosen.append(int(i))
         if len(chosen) == refine:
             break
-    refined = []
-    for i in chosen:
-        result = minimize(objective.numpy_value_grad, ends[i], jac=True, method="L-BFGS-B",
-                          options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
-        refined.append((float(result.fun), result.x))
+    refined = _polish(objective, ends[chosen])
     refined.sort(key=lambda item: item[0])
     best_value, best_theta = refined[0]
     values = np.array([_to_hellinger2(v) for v, _ in refined])

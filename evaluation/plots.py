@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,22 +13,53 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from evaluation.analysis import chunk_size  # noqa: E402
+from evaluation.store import write_atomically  # noqa: E402
+
 _PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")
 _NONE = FuncFormatter(lambda value, _pos: "")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h", "p")
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"),
+                                ".png")
+    finally:
+        plt.close(fig)
 
 
 def _label(agent: str, n_train: int) -> str:
     return f"{agent} ({'population' if n_train == 0 else f'n={n_train}'})"
+
+
+def curve_styles(keys: list) -> dict:
+    """A distinct (colour, marker, line style) per key, so overlapping curves stay visible."""
+    return {key: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)],
+                  "linestyle": LINESTYLES[i % len(LINESTYLES)], "markerfacecolor": "none"}
+            for i, key in enumerate(keys)}
+
+
+def env_title(env_id: str, env_kwargs: str) -> str:
+    """``Name k=v, ...`` for an instance (its canonical kwargs JSON), ``Name (defaults)``
+    when it has none."""
+    name = env_id.removeprefix("ntp_envs/")
+    kwargs = json.loads(env_kwargs) if env_kwargs else {}
+    if not kwargs:
+        return f"{name} (defaults)"
+    return f"{name} " + ", ".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+def family_title(env_id: str, family: str) -> str:
+    """``Name k=v, grid g=[...]`` for a family (:func:`evaluation.sweep.family_json`)."""
+    spec = json.loads(family)
+    grid = ", ".join(f"{k} in {len(v)} values [{min(v)}..{max(v)}]"
+                     if all(isinstance(x, int | float) for x in v) else f"{k} in {v}"
+                     for k, v in spec["grid"].items())
+    title = env_title(env_id, json.dumps(spec["kwargs"]))
+    return f"{title}; {grid}" if grid else title
 
 
 def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -36,16 +68,16 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
     One row of two panels per (env_id, env_kwargs) in ``summary``.
     """
     envs = list(summary.groupby(["env_id", "env_kwargs"], sort=True))
-    agents = sorted(summary["agent"].unique())
-    colours = {agent: f"C{i % 10}" for i, agent in enumerate(agents)}
+    curves = sorted(summary[["agent", "n_train"]].drop_duplicates().itertuples(index=False,
+                                                                              name=None))
+    styles = curve_styles(curves)
     fig, axes = plt.subplots(len(envs), 2, figsize=(11, 4.2 * len(envs)), squeeze=False)
     for (env_id, env_kwargs), frame in envs:
         ax_d, ax_c = axes[[e[0] for e in envs].index((env_id, env_kwargs))]
         for (agent, n_train), group in frame.groupby(["agent", "n_train"], sort=True):
             group = group.sort_values("horizon")
-            style = {"color": colours[agent], "capsize": 3, "label": _label(agent, int(n_train)),
-                     "marker": "o" if n_train == 0 else "s",
-                     "linestyle": "-" if n_train == 0 else "--"}
+            style = {**styles[(agent, n_train)], "capsize": 3,
+                     "label": _label(agent, int(n_train))}
             ax_d.errorbar(group["horizon"], group["hellinger2_mean"],
                           yerr=group["hellinger2_se"], **style)
             if group["c_apx_mean"].notna().any():
@@ -65,8 +97,66 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
             ax.yaxis.set_minor_formatter(_NONE)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
-        name = env_id.removeprefix("ntp_envs/")
-        ax_d.set_title(f"{name} {env_kwargs}: squared Hellinger to the expert", fontsize=9)
-        ax_c.set_title(f"{name}: approximation ratio vs best in class", fontsize=9)
+        title = env_title(env_id, env_kwargs)
+        ax_d.set_title(f"{title}\nsquared Hellinger to the expert", fontsize=9)
+        ax_c.set_title(f"{title}\napproximation ratio vs best in class", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _log_axes(ax: plt.Axes, xlabel: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(r"worst-case $C_{apx}$")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.set_major_formatter(_PLAIN)
+    ax.yaxis.set_major_formatter(_PLAIN)
+    ax.yaxis.set_minor_formatter(_NONE)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
+                    chunk_path: str | os.PathLike[str]) -> list[Path]:
+    """Worst-case C_apx over each family (:func:`evaluation.analysis.worst_case`): against H
+    per agent (one panel per family), and, where chunk learners (``chunk:K``,
+    ``chunk-rho:K``, ``chunk-kr:K``) were swept, against K per learner and H. Returns the
+    files written (the second only when there are chunk learners)."""
+    families = list(worst.groupby(["env_id", "family"], sort=True))
+    curves = sorted(worst[["agent", "n_train"]].drop_duplicates().itertuples(index=False,
+                                                                            name=None))
+    styles = curve_styles(curves)
+    fig, axes = plt.subplots(len(families), 1, figsize=(7.5, 4.2 * len(families)),
+                             squeeze=False)
+    for ax, ((env_id, family), frame) in zip(axes[:, 0], families, strict=True):
+        for (agent, n_train), group in frame.groupby(["agent", "n_train"], sort=True):
+            group = group.sort_values("horizon")
+            ax.plot(group["horizon"], group["worst_c_apx"], **styles[(agent, n_train)],
+                    label=_label(agent, int(n_train)))
+        ax.set_title(f"{family_title(env_id, family)}\nworst case over "
+                     f"{frame['instances'].max()} instances", fontsize=9)
+        _log_axes(ax, "horizon H")
+    fig.tight_layout()
+    written = [save_figure(fig, horizon_path)]
+    parsed = worst["agent"].map(chunk_size)
+    chunked = worst[parsed.notna()].assign(learner=parsed.dropna().map(lambda p: p[0]),
+                                           chunk=parsed.dropna().map(lambda p: p[1]))
+    if chunked.empty:
+        return written
+    panels = list(chunked.groupby(["env_id", "family"], sort=True))
+    lines = sorted(chunked[["learner", "horizon", "n_train"]].drop_duplicates()
+                   .itertuples(index=False, name=None))
+    styles = curve_styles(lines)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 4.2 * len(panels)), squeeze=False)
+    for ax, ((env_id, family), frame) in zip(axes[:, 0], panels, strict=True):
+        for (learner, horizon, n_train), group in frame.groupby(["learner", "horizon",
+                                                                 "n_train"], sort=True):
+            group = group.sort_values("chunk")
+            ax.plot(group["chunk"], group["worst_c_apx"], **styles[(learner, horizon, n_train)],
+                    label=f"{_label(learner + ':K', int(n_train))}, H={horizon}")
+        ax.set_title(f"{family_title(env_id, family)}\nworst case vs chunk size", fontsize=9)
+        _log_axes(ax, "chunk size K")
+    fig.tight_layout()
+    written.append(save_figure(fig, chunk_path))
+    return written

@@ -4,6 +4,12 @@ Each insert is its own transaction, so a sweep killed at any point leaves every 
 job intact and nothing half-written; rerunning skips keys already stored. Opening checks an
 existing file before writing anything: a foreign database or a damaged (e.g. truncated)
 store is a ValueError and is left untouched.
+
+A row's identity (its key, and the key of its best-in-class value) holds every setting that
+can change its numbers: the instance (``env_id`` and the canonical ``env_kwargs``), ``horizon``,
+``agent`` and the agent's own settings (``agent_config``), ``seed``, ``n_train``,
+``eval_samples`` and ``oracle_starts``; each is also a column. Rows of a store written before
+a setting was keyed have it NULL, and summaries keep them apart from the rest.
 """
 
 from __future__ import annotations
@@ -11,13 +17,20 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-KEY_COLUMNS = ["env_id", "env_kwargs", "horizon", "agent", "seed", "n_train"]
+SETTING_COLUMNS = ["eval_samples", "oracle_starts", "agent_config"]
+"""Settings besides the instance, agent, horizon, seed and data that change a row's numbers."""
+KEY_COLUMNS = ["env_id", "env_kwargs", "horizon", "agent", "seed", "n_train", *SETTING_COLUMNS]
+STATUSES = ("ok", "unconverged", "failed")
+"""Row statuses: ``unconverged`` rows hold numbers from a fit whose solver reported
+``converged: false`` (kept, not retried: the fit is deterministic); ``failed`` rows hold an
+error and are retried."""
 RESULT_COLUMNS: dict[str, str] = {
     "job_key": "TEXT PRIMARY KEY",
     "env_id": "TEXT NOT NULL",
@@ -48,9 +61,15 @@ RESULT_COLUMNS: dict[str, str] = {
     "answer_split": "TEXT",
     # task-specific measurements as JSON (evaluation.accuracy.TASK_METRICS, e.g. PathStar)
     "task_metrics": "TEXT",
+    # part of the row's identity (keyed since issue 14); NULL in rows of older stores
+    "eval_samples": "INTEGER",
+    "oracle_starts": "INTEGER",
+    "agent_config": "TEXT",
+    # the family of instances swept (issue 13): env kwargs, a list of values per grid kwarg
+    "family": "TEXT",
 }
 ADDED_RESULT_COLUMNS = ("answer_accuracy", "answer_accuracy_stderr", "answer_split",
-                        "task_metrics")
+                        "task_metrics", "eval_samples", "oracle_starts", "agent_config", "family")
 """Nullable columns added after the first release: a store without them gets them on open."""
 APPLICATION_ID = 0x6E747067  # "ntpg" in the SQLite header: marks files written by this store
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -64,7 +83,9 @@ ORACLE_COLUMNS: dict[str, str] = {
     "oracle_agreement": "REAL",
     "oracle_seconds": "REAL",
     "local_optima": "TEXT",
+    "oracle_starts": "INTEGER",
 }
+ADDED_ORACLE_COLUMNS = ("oracle_starts",)
 
 
 def canonical_json(value: Any) -> str:
@@ -73,23 +94,50 @@ def canonical_json(value: Any) -> str:
 
 
 def job_key(env_id: str, env_kwargs: dict[str, Any], horizon: int, agent: str, seed: int,
-            n_train: int) -> str:
-    """The identity of a job: ``(env_id, env_kwargs, horizon, agent, seed, n_train)``."""
-    return canonical_json([env_id, env_kwargs, horizon, agent, seed, n_train])
+            n_train: int, eval_samples: int, oracle_starts: int,
+            agent_config: dict[str, Any]) -> str:
+    """The identity of a job: every setting that can change its numbers (module doc)."""
+    return canonical_json([env_id, env_kwargs, horizon, agent, seed, n_train, eval_samples,
+                           oracle_starts, agent_config])
 
 
-def oracle_key(env_id: str, env_kwargs: dict[str, Any], horizon: int) -> str:
+def oracle_key(env_id: str, env_kwargs: dict[str, Any], horizon: int,
+               oracle_starts: int) -> str:
     """The identity of a best-in-class computation."""
-    return canonical_json([env_id, env_kwargs, horizon])
+    return canonical_json([env_id, env_kwargs, horizon, oracle_starts])
+
+
+def write_atomically(path: str | os.PathLike[str], write: Any, suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a fresh, uniquely named file next to ``path``, then move it onto
+    ``path`` (a reader never sees half a file; concurrent writers never share a temp file)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
+                                dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(name))
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return path
 
 
 class ResultStore:
-    """Results of sweeps in an SQLite file (created on first use)."""
+    """Results of sweeps in an SQLite file (created on first use).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``readonly=True`` opens an existing store for reading only (a read-only file or folder);
+    older stores then show the newer columns as NULL instead of gaining them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if self.path.is_dir():
             raise ValueError(f"{self.path} is a folder, not a result store file")
+        if readonly:
+            self._open_readonly()
+            return
         fresh = not self.path.exists() or self.path.stat().st_size == 0
         if not fresh:
             with open(self.path, "rb") as handle:
@@ -114,6 +162,31 @@ class ResultStore:
         except ValueError:
             self._conn.close()
             raise
+
+    def _open_readonly(self) -> None:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise ValueError(f"{self.path} is not a readable result store: no such file")
+        with open(self.path, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise ValueError(f"{self.path} is not a readable result store: "
+                                 "not an SQLite database (left untouched)")
+        # a WAL store in a read-only folder cannot get its -shm file: read it as immutable
+        for flags in ("mode=ro", "immutable=1"):
+            self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{flags}", uri=True)
+            try:
+                self._check_existing()
+                return
+            except sqlite3.OperationalError:
+                self._conn.close()
+            except sqlite3.DatabaseError as err:
+                self._conn.close()
+                raise ValueError(f"{self.path} is not a readable result store: {err} "
+                                 "(left untouched)") from None
+            except ValueError:
+                self._conn.close()
+                raise
+        raise ValueError(f"{self.path} is not a readable result store: SQLite cannot open it "
+                         "read-only")
 
     def _check_existing(self) -> None:
         """ValueError unless the file is an intact ntp-gym store (or an empty database)."""
@@ -140,14 +213,18 @@ class ResultStore:
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec})")
 
     def _check_schema(self) -> None:
-        for table, columns in (("results", RESULT_COLUMNS), ("oracle", ORACLE_COLUMNS)):
+        for table, columns, added in (("results", RESULT_COLUMNS, ADDED_RESULT_COLUMNS),
+                                      ("oracle", ORACLE_COLUMNS, ADDED_ORACLE_COLUMNS)):
             have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-            if table == "results" and RESULT_COLUMNS.keys() - have <= set(ADDED_RESULT_COLUMNS):
-                with self._conn:  # an older store: add the (nullable) newer columns
-                    for name in [c for c in ADDED_RESULT_COLUMNS if c not in have]:
-                        self._conn.execute(
-                            f"ALTER TABLE results ADD COLUMN {name} {RESULT_COLUMNS[name]}")
-                        have.add(name)
+            if columns.keys() - have <= set(added):
+                if self.readonly:  # read as NULL (see _select)
+                    have |= set(added)
+                else:
+                    with self._conn:  # an older store: add the (nullable) newer columns
+                        for name in [c for c in added if c not in have]:
+                            self._conn.execute(
+                                f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+                            have.add(name)
             missing = set(columns) - have
             if missing:
                 raise ValueError(f"{self.path}: table {table} lacks columns {sorted(missing)}")
@@ -162,8 +239,9 @@ class ResultStore:
         self.close()
 
     def done_keys(self) -> set[str]:
-        """Keys of jobs that finished successfully."""
-        rows = self._conn.execute("SELECT job_key FROM results WHERE status = 'ok'")
+        """Keys of jobs that finished (status ``ok`` or ``unconverged``): not run again."""
+        rows = self._conn.execute(
+            "SELECT job_key FROM results WHERE status IN ('ok', 'unconverged')")
         return {row[0] for row in rows}
 
     def put_result(self, row: dict[str, Any]) -> None:
@@ -175,6 +253,8 @@ class ResultStore:
         self._put("oracle", ORACLE_COLUMNS, row)
 
     def _put(self, table: str, columns: dict[str, str], row: dict[str, Any]) -> None:
+        if self.readonly:
+            raise ValueError(f"{self.path} is open read-only")
         unknown = set(row) - set(columns)
         if unknown:
             raise ValueError(f"unknown {table} column(s): {sorted(unknown)}")
@@ -193,18 +273,20 @@ class ResultStore:
         return dict(zip([d[0] for d in cur.description], found, strict=True))
 
     def results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
-        """All result rows (or those with the given keys) as a DataFrame."""
+        """All result rows (or those with the given keys) as a DataFrame, every column of
+        :data:`RESULT_COLUMNS` present (NULL where an older store lacks it)."""
         frame = pd.read_sql_query("SELECT * FROM results ORDER BY rowid", self._conn)
+        for name in RESULT_COLUMNS:
+            if name not in frame.columns:
+                frame[name] = None
         if keys is not None:
             frame = frame[frame["job_key"].isin(set(keys))]
         return frame.reset_index(drop=True)
 
     def export_csv(self, path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> Path:
-        """Write the results (sorted by key columns) to CSV atomically."""
+        """Write the results (all of them, or those with the given keys), sorted by key
+        columns, to CSV atomically."""
         frame = self.results(keys).drop(columns=["job_key"])
         frame = frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_csv(tmp, index=False, float_format="%.17g")
-        os.replace(tmp, path)
-        return path
+        return write_atomically(
+            path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"))

@@ -22,7 +22,8 @@ from scipy.special import logsumexp
 from torch import Tensor
 
 from evaluation.enumeration import ExactDivergences
-from evaluation.finite_state_dp import NEG, hellinger2_from_log_bc
+from evaluation.finite_state_dp import NEG
+from evaluation.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
 from ntp_envs.sequence_model import CountLaw, log_binomial
 from ntp_envs.type_aliases import FloatArray
 
@@ -57,12 +58,9 @@ def count_law_divergences(p: CountLaw, q: CountLaw, log_mu: FloatArray) -> Exact
     if (support & (lq == -math.inf)).any():
         kl = math.inf
     else:
-        ok = support
-        kl = max(float(np.sum(np.exp(mass[ok]) * (lp[ok] - lq[ok]))), 0.0)
+        kl = checked_kl(float(np.sum(np.exp(mass[support]) * (lp[support] - lq[support]))))
     return ExactDivergences(
-        hellinger2=hellinger2_from_log_bc(log_bc),
-        kl=kl,
-        tv=min(max(-math.expm1(min(log_overlap, 0.0)), 0.0), 1.0),
+        hellinger2=hellinger2_from_log_bc(log_bc), kl=kl, tv=tv_from_log_overlap(log_overlap)
     )
 
 

@@ -1,10 +1,22 @@
 """Horizon sweeps: fit every agent at every horizon and seed, score it against the expert.
 
-A job is keyed by ``(env_id, env_kwargs, horizon, agent, seed, n_train)`` (``n_train = 0``
-means a population fit on the exact expert law). Jobs are independent: each builds its
-task, draws its own demonstrations from ``seed``, fits, and is scored exactly where the
-structure allows (Monte Carlo with a standard error otherwise). The best-in-class value is
-computed once per ``(env_id, env_kwargs, horizon)`` and cached in the store.
+A job is keyed by every setting that can change its numbers: ``(env_id, env_kwargs, horizon,
+agent, seed, n_train, eval_samples, oracle_starts, agent_config)`` (``n_train = 0`` means a
+population fit on the exact expert law; ``env_kwargs`` canonical: defaults and rendering-only
+kwargs dropped; ``agent_config`` the agent's own settings, :func:`agents.base.agent_config`).
+Jobs are independent: each builds its task, draws its own demonstrations from ``seed``, fits,
+and is scored exactly where the structure allows (Monte Carlo with a standard error
+otherwise). The best-in-class value is computed once per ``(env_id, env_kwargs, horizon,
+oracle_starts)`` and cached in the store.
+
+A config sweeps one instance, or a *family*: ``env_grid`` maps kwargs to lists of values and
+the sweep runs their cartesian product merged over ``env_kwargs``, each instance its own rows,
+each row carrying the family (``family`` column) so the report can take the worst case over
+it (:func:`evaluation.analysis.worst_case`).
+
+A fit whose solver reports ``converged: false`` (anywhere in its ``agent_info``) is stored with
+status ``unconverged``: its numbers are kept and shown apart, and it is not retried (the fit is
+deterministic; change the agent's settings to get a new row).
 
 The job functions :func:`compute_oracle` and :func:`run_job` are pure and picklable, so a
 backend (:mod:`evaluation.backends`: this process, a local process pool or Ray) can run
@@ -14,6 +26,8 @@ job as each finishes, so a sweep killed at any point resumes where it stopped.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import time
 import traceback
@@ -26,21 +40,58 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from agents import make_agent
+from agents.base import agent_config
 from evaluation.accuracy import task_metrics
 from evaluation.backends import Backend, SerialBackend
 from evaluation.divergences import divergence
 from evaluation.oracle import best_in_class
 from evaluation.store import ResultStore, canonical_json, job_key, oracle_key
 from experts.demonstrations import collect_demonstrations
-from ntp_envs import make_task
+from ntp_envs import canonical_env_kwargs, make_task
 
+MAX_GRID_INSTANCES = 4096
+"""Most instances one ``env_grid`` may expand to."""
 MIN_BEST_IN_CLASS = 1e-12  # below this the class is (numerically) well-specified: no C_apx
 ORACLE_FIELDS = ("best_in_class_hellinger2", "oracle_method", "oracle_agreement")
 
 
+def check_env_grid(env_kwargs: dict[str, Any], env_grid: dict[str, Any]) -> None:
+    """ValueError unless ``env_grid`` maps kwargs (not ``horizon``, none of ``env_kwargs``)
+    to non-empty lists of values, at most :data:`MAX_GRID_INSTANCES` instances in all."""
+    if not isinstance(env_grid, dict):
+        raise ValueError(f"must be a JSON object of kwarg -> list of values, got "
+                         f"{type(env_grid).__name__}")
+    size = 1
+    for name, values in env_grid.items():
+        if name == "horizon":
+            raise ValueError("must not hold horizon: use --horizons")
+        if name in env_kwargs:
+            raise ValueError(f"kwarg {name!r} is also in --env-kwargs: give it in one of them")
+        if not isinstance(values, list | tuple) or not values:
+            raise ValueError(f"kwarg {name!r} must map to a non-empty list of values, got "
+                             f"{values!r}")
+        size *= len(values)
+    if size > MAX_GRID_INSTANCES:
+        raise ValueError(f"must expand to at most {MAX_GRID_INSTANCES} instances, got {size}")
+
+
+def family_json(env_id: str, env_kwargs: dict[str, Any],
+                env_grid: dict[str, Sequence[Any]] | None = None) -> str:
+    """A family of instances as canonical JSON ``{"grid": {kwarg: [values]}, "kwargs": {...}}``
+    (``kwargs`` canonical; an empty grid is the single instance ``kwargs``)."""
+    grid = {k: list(v) for k, v in sorted((env_grid or {}).items())}
+    return canonical_json({"grid": grid, "kwargs": canonical_env_kwargs(env_id, env_kwargs)})
+
+
 @dataclass(frozen=True)
 class SweepConfig:
-    """A grid of jobs: env x horizons x agents x seeds at one training-set size."""
+    """A grid of jobs: instances x horizons x agents x seeds at one training-set size.
+
+    The instances are ``env_kwargs`` alone, or, with ``env_grid`` (kwarg -> values), the
+    cartesian product of the grid merged over ``env_kwargs``. An empty ``horizons`` runs each
+    instance at its own horizon (envs whose horizon is set by other kwargs: ParityCoT,
+    MultiplicationCoT, PathStar).
+    """
 
     env_id: str
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -51,19 +102,45 @@ class SweepConfig:
     population: bool = False
     eval_samples: int = 100_000
     oracle_starts: int = 16
+    env_grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def instances(self) -> list[dict[str, Any]]:
+        """The env kwargs of every instance swept, in grid order (ValueError for a bad grid)."""
+        check_env_grid(self.env_kwargs, self.env_grid)
+        names = list(self.env_grid)
+        return [{**self.env_kwargs, **dict(zip(names, values, strict=True))}
+                for values in itertools.product(*(self.env_grid[n] for n in names))]
+
+    @property
+    def family(self) -> str:
+        """The family swept: :func:`family_json` of ``env_kwargs`` and ``env_grid``."""
+        return family_json(self.env_id, self.env_kwargs, self.env_grid)
+
+    def instance_horizons(self, kwargs: dict[str, Any]) -> tuple[int, ...]:
+        """``horizons``, or the instance's own horizon when ``horizons`` is empty."""
+        return self.horizons or (make_task(self.env_id, **kwargs).horizon,)
 
     def jobs(self) -> list[Job]:
         n_train = 0 if self.population else self.n_train
+        family = self.family
+        configs = {agent: canonical_json(agent_config(make_agent(agent)))
+                   for agent in self.agents}
         return [
-            Job(self.env_id, self.env_kwargs, h, agent, seed, n_train, self.eval_samples,
-                self.oracle_starts)
-            for h in self.horizons for agent in self.agents for seed in range(self.seeds)
+            Job(self.env_id, kwargs, h, agent, seed, n_train, self.eval_samples,
+                self.oracle_starts, configs[agent], family)
+            for kwargs in self.instances() for h in self.instance_horizons(kwargs)
+            for agent in self.agents for seed in range(self.seeds)
         ]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One fit-and-score: the unit a backend runs (picklable)."""
+    """One fit-and-score: the unit a backend runs (picklable).
+
+    ``env_kwargs`` is stored canonical (:func:`ntp_envs.canonical_env_kwargs`);
+    ``agent_config`` (canonical JSON) defaults to the settings of ``make_agent(agent)``;
+    ``family`` defaults to the instance itself.
+    """
 
     env_id: str
     env_kwargs: dict[str, Any]
@@ -73,15 +150,27 @@ class Job:
     n_train: int
     eval_samples: int = 100_000
     oracle_starts: int = 16
+    agent_config: str = ""
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        kwargs = canonical_env_kwargs(self.env_id, self.env_kwargs)
+        object.__setattr__(self, "env_kwargs", kwargs)
+        if not self.agent_config:
+            object.__setattr__(self, "agent_config",
+                               canonical_json(agent_config(make_agent(self.agent))))
+        if not self.family:
+            object.__setattr__(self, "family", family_json(self.env_id, kwargs))
 
     @property
     def key(self) -> str:
         return job_key(self.env_id, self.env_kwargs, self.horizon, self.agent, self.seed,
-                       self.n_train)
+                       self.n_train, self.eval_samples, self.oracle_starts,
+                       json.loads(self.agent_config))
 
     @property
     def oracle_key(self) -> str:
-        return oracle_key(self.env_id, self.env_kwargs, self.horizon)
+        return oracle_key(self.env_id, self.env_kwargs, self.horizon, self.oracle_starts)
 
     def task(self):  # noqa: ANN201 - SequenceTask
         return make_task(self.env_id, **{**self.env_kwargs, "horizon": self.horizon})
@@ -93,6 +182,7 @@ def compute_oracle(job: Job) -> dict[str, Any]:
     row: dict[str, Any] = {
         "oracle_key": job.oracle_key, "env_id": job.env_id,
         "env_kwargs": canonical_json(job.env_kwargs), "horizon": job.horizon,
+        "oracle_starts": job.oracle_starts,
     }
     if task.learner_class is None:
         return {**row, "best_in_class_hellinger2": math.nan, "oracle_method": "none",
@@ -113,10 +203,22 @@ def approximation_ratio(hellinger2: float, best: float | None) -> float | None:
     return 1.0 if hellinger2 <= MIN_BEST_IN_CLASS else None
 
 
+def unconverged(info: Any) -> bool:
+    """Whether ``info`` (an agent's ``info``, nested dicts and lists) says
+    ``converged: false`` anywhere."""
+    if isinstance(info, dict):
+        return info.get("converged") is False or any(unconverged(v) for v in info.values())
+    if isinstance(info, list | tuple):
+        return any(unconverged(v) for v in info)
+    return False
+
+
 def _job_row(job: Job, oracle: dict[str, Any] | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "job_key": job.key, "env_id": job.env_id, "env_kwargs": canonical_json(job.env_kwargs),
         "horizon": job.horizon, "agent": job.agent, "seed": job.seed, "n_train": job.n_train,
+        "eval_samples": job.eval_samples, "oracle_starts": job.oracle_starts,
+        "agent_config": job.agent_config, "family": job.family,
     }
     if oracle is not None:
         row.update({name: oracle[name] for name in ORACLE_FIELDS})
@@ -137,25 +239,40 @@ def run_job(job: Job, oracle: dict[str, Any]) -> dict[str, Any]:
         task = job.task()
         rng = np.random.default_rng([job.seed, job.horizon])
         demos = None if job.n_train == 0 else collect_demonstrations(task, job.n_train, rng)
+        agent = make_agent(job.agent)
+        if canonical_json(agent_config(agent)) != job.agent_config:
+            raise ValueError(f"agent {job.agent!r} here has settings "
+                             f"{canonical_json(agent_config(agent))}, the job asks for "
+                             f"{job.agent_config} (a worker runs other code than the driver)")
         start = time.perf_counter()
-        policy = make_agent(job.agent).fit(task, demos, rng)
-        fit_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        result = divergence(task.expert, policy, task.prompts, n_samples=job.eval_samples,
-                            rng=np.random.default_rng([job.seed, job.horizon, 1]))
-        metrics = task_metrics(task, policy, job.eval_samples,  # answer accuracy, if any
-                               np.random.default_rng([job.seed, job.horizon, 2]))
-        eval_seconds = time.perf_counter() - start
+        policy = agent.fit(task, demos, rng)
+        return score_row(job, oracle, task, policy, time.perf_counter() - start)
     except Exception as err:  # noqa: BLE001 - recorded in the store, the sweep goes on
         return failed_row(job, err, "fit", oracle)
+
+
+def score_row(job: Job, oracle: dict[str, Any], task: Any, policy: Any,
+              fit_seconds: float) -> dict[str, Any]:
+    """The row of ``policy`` (fitted for ``job`` on ``task``, a SequenceTask) scored against
+    the expert; also :func:`evaluation.score.score`'s row. Raises on an evaluation error."""
+    start = time.perf_counter()
+    result = divergence(task.expert, policy, task.prompts, n_samples=job.eval_samples,
+                        rng=np.random.default_rng([job.seed, job.horizon, 1]))
+    metrics = task_metrics(task, policy, job.eval_samples,  # answer accuracy, if any
+                           np.random.default_rng([job.seed, job.horizon, 2]))
+    eval_seconds = time.perf_counter() - start
     c_apx = approximation_ratio(result.hellinger2, oracle["best_in_class_hellinger2"])
+    info = getattr(policy, "info", {})
+    status = "unconverged" if unconverged(info) else "ok"
     return {
-        **_job_row(job, oracle), "status": "ok", "error": None,
+        **_job_row(job, oracle), "status": status,
+        "error": "fit: the solver reported converged: false (see agent_info)"
+                 if status == "unconverged" else None,
         "hellinger2": result.hellinger2, "hellinger2_stderr": result.hellinger2_stderr,
         "kl": result.kl, "kl_stderr": result.kl_stderr, "tv": result.tv,
         "tv_stderr": result.tv_stderr, "c_apx": c_apx, "eval_method": result.method,
         "fit_seconds": fit_seconds, "eval_seconds": eval_seconds,
-        "agent_info": canonical_json(getattr(policy, "info", {})), **metrics,
+        "agent_info": canonical_json(info), **metrics,
     }
 
 
@@ -179,7 +296,8 @@ def run_sweep(
 ) -> list[str]:
     """Run the jobs of ``configs`` not yet finished in ``store``; returns all their keys.
 
-    Jobs already stored with status ``ok`` are skipped; failed ones are retried. Best-in-class
+    Jobs already stored with status ``ok`` or ``unconverged`` are skipped; failed ones are
+    retried. Best-in-class
     values missing from the store are computed first (in parallel), and each job is
     submitted as soon as its value is known. ``backend`` defaults to this process
     (:class:`~evaluation.backends.SerialBackend`); a given backend is left open.
@@ -233,7 +351,9 @@ def run_sweep(
 
 
 def output_paths(out: str | Path) -> dict[str, Path]:
-    """Where a sweep writes: store, CSV and plot."""
+    """Where a sweep writes: store, CSV, plot, and the worst case over families (CSV, plots)."""
     out = Path(out)
     return {"store": out / "results.sqlite", "csv": out / "results.csv",
-            "plot": out / "divergence_vs_horizon.png"}
+            "plot": out / "divergence_vs_horizon.png", "worst_case": out / "worst_case.csv",
+            "worst_plot": out / "worst_case_vs_horizon.png",
+            "chunk_plot": out / "worst_case_vs_chunk.png"}

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import gymnasium as gym
@@ -45,10 +46,44 @@ def registered_env_ids() -> list[str]:
     return list(ENTRY_POINTS)
 
 
-def make_task(env_id: str, **kwargs: Any) -> SequenceTask:
-    """The :class:`SequenceTask` behind ``gymnasium.make(env_id, **kwargs)``."""
+RENDER_KWARGS = ("render_mode",)
+"""Keyword arguments that change only rendering, never a number: dropped from an instance."""
+
+
+def env_defaults(env_id: str) -> dict[str, Any]:
+    """The default value of every keyword argument of ``env_id`` (``horizon`` included);
+    ``{}`` for an env this package does not register (a plug-in: no defaults known)."""
     if env_id not in ENTRY_POINTS:
-        raise ValueError(f"env_id must be one of {registered_env_ids()}, got {env_id!r}")
+        return {}
+    module = importlib.import_module(ENTRY_POINTS[env_id].split(":")[0])
+    return dict(module.DEFAULTS)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    try:
+        same = bool(value == default)
+    except (TypeError, ValueError):  # e.g. an array compared with None
+        return False
+    return same and isinstance(value, bool) == isinstance(default, bool)
+
+
+def canonical_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` without rendering-only ones and those equal to the env's defaults, so each
+    distinct instance has one form (``{}``, ``{"weight": 0.05}`` and ``{"render_mode":
+    "ansi"}`` are one MixtureProduct instance). Unknown kwargs are kept (``make_task``
+    rejects them)."""
+    defaults = env_defaults(env_id)
+    return {k: v for k, v in sorted(kwargs.items()) if k not in RENDER_KWARGS
+            and not (k in defaults and _is_default(v, defaults[k]))}
+
+
+def make_task(env_id: str, **kwargs: Any) -> SequenceTask:
+    """The :class:`SequenceTask` behind ``gymnasium.make(env_id, **kwargs)``; an ``env_id`` not
+    registered here is a plug-in task (:func:`ntp_envs.plugins.resolve_task`)."""
+    if env_id not in ENTRY_POINTS:
+        from ntp_envs.plugins import resolve_task
+
+        return resolve_task(env_id, kwargs)
     env = gym.make(env_id, disable_env_checker=True, **kwargs)
     return env.unwrapped.task  # type: ignore[attr-defined]
 
@@ -60,6 +95,8 @@ __all__ = [
     "PromptDistribution",
     "SequenceModel",
     "SequenceTask",
+    "canonical_env_kwargs",
+    "env_defaults",
     "make_task",
     "registered_env_ids",
     "vector_entry_point",

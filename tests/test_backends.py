@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
+
+try:
+    import ray
+except ImportError:  # the [ray] extra is optional: its tests skip, the others run
+    ray = None
 
 from evaluation import sweep as sweep_module
 from evaluation.backends import LocalBackend, SerialBackend, make_backend
@@ -52,6 +56,7 @@ def run_cli(argv: list[str], out: Path, *backend: str) -> str:
     return csv_without_timings(out / "results.csv")
 
 
+@pytest.mark.skipif(ray is None, reason="needs the [ray] extra (pip install -e '.[ray]')")
 def test_results_identical_across_backends_and_reruns(tmp_path, local_ray) -> None:
     serial = run_cli(SMALL, tmp_path / "serial", "--backend", "serial")
     pool = run_cli(SMALL, tmp_path / "local", "--backend", "local", "--workers", "2")

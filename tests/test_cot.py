@@ -194,7 +194,7 @@ def test_deterministic_method_matches_enumeration_and_monte_carlo() -> None:
     task = make_task(PARITY, num_bits=4, subset_size=2, cot="count", cot_stride=2)
     learner = _fitted(task, 40)
     exact = divergence(task.expert, learner, task.prompts)
-    assert exact.method == "deterministic" and exact.hellinger2_stderr == 0.0
+    assert exact.method == "deterministic_exact" and exact.hellinger2_stderr == 0.0
     enumerated = divergence(task.expert, learner, task.prompts, method="enumerate")
     for key in ("hellinger2", "kl", "tv"):
         assert getattr(exact, key) == pytest.approx(getattr(enumerated, key), rel=1e-9)
@@ -217,7 +217,7 @@ def test_deterministic_method_samples_prompts_beyond_the_listing_limit(monkeypat
     exact = divergence(task.expert, learner, task.prompts)
     monkeypatch.setattr(det, "MAX_EXACT_TOKENS", 10)
     sampled = divergence(task.expert, learner, task.prompts, n_samples=3000, rng=0)
-    assert sampled.method == "deterministic" and sampled.hellinger2_stderr > 0
+    assert sampled.method == "deterministic_mc" and sampled.hellinger2_stderr > 0
     assert abs(sampled.hellinger2 - exact.hellinger2) < 4 * sampled.hellinger2_stderr
     assert abs(sampled.kl - exact.kl) < 4 * sampled.kl_stderr
 
@@ -298,10 +298,25 @@ def test_policies_save_and_load_without_pickle(tmp_path) -> None:
 def test_mlp_ar_learns_a_small_count_cot() -> None:
     task = make_task(PARITY, num_bits=6, subset_size=3, cot="count")
     policy = make_agent("mlp-ar")
-    policy.epochs = 15
+    policy.epochs, policy.batch_size = 15, 64  # 450 training sequences: small batches
     fitted = policy.fit(task, collect_demonstrations(task, 500, 0), np.random.default_rng(0))
     assert answer_accuracy(task, fitted).accuracy >= 0.95
     assert fitted.info["train_log_loss_per_token"] < 0.05
+
+
+def test_mlp_ar_stops_on_its_validation_split() -> None:
+    """Early stopping on a split of the demonstrations: 30 of 300 held back, the best
+    epoch's weights kept, training stopped ``patience`` epochs after it."""
+    task = make_task(PARITY, num_bits=6, subset_size=3, cot="count")
+    agent = make_agent("mlp-ar")
+    agent.epochs, agent.patience, agent.learning_rate = 200, 2, 3e-2
+    fitted = agent.fit(task, collect_demonstrations(task, 300, 0), np.random.default_rng(0))
+    info = fitted.info
+    assert info["validation_rows"] == 30
+    assert info["epochs_run"] == info["best_epoch"] + 2 < 200
+    agent.validation = 0.5
+    with pytest.raises(ValueError, match="validation must lie in"):
+        agent.fit(task, None)
 
 
 # ------------------------------------------------------------- sweep, store, report
@@ -317,7 +332,7 @@ def test_sweep_stores_answer_accuracy_and_plots_it(tmp_path) -> None:
     assert (frame["status"] == "ok").all() and len(frame) == 2
     assert frame["answer_accuracy"].between(0.9, 1.0).all()
     assert (frame["answer_accuracy_stderr"] == 0).all() and (frame["answer_split"] == "train").all()
-    assert (frame["eval_method"] == "deterministic").all()
+    assert (frame["eval_method"] == "deterministic_exact").all()
     assert (out / "answer_accuracy.png").stat().st_size > 10_000
 
 
@@ -347,7 +362,7 @@ def test_uniform_prompts_reject_bad_input() -> None:
 @pytest.mark.slow
 def test_parity_16_of_8_count_cot_learns_none_and_xor_stay_at_chance() -> None:
     """The ``cot`` preset's parity settings (4,000 demonstrations; about 2 minutes)."""
-    from evaluation.presets import COT_PARITY, COT_PARITY_TRAIN
+    from evaluation.experiments.cot import COT_PARITY, COT_PARITY_TRAIN
 
     accuracy = {}
     for cot in ("none", "count", "xor"):

@@ -226,9 +226,16 @@ def test_simple_dagger_accepts_expert(tmp_path: Path) -> None:
                     rng=rng)
     dagger_trainer = dagger.SimpleDAggerTrainer(venv=venv, scratch_dir=tmp_path,
                                                 expert_policy=expert, bc_trainer=trainer, rng=rng)
-    dagger_trainer.train(16, rollout_round_min_episodes=2, rollout_round_min_timesteps=8,
+    total, min_timesteps, horizon = 80, 8, TINY["horizon"]
+    dagger_trainer.train(total, rollout_round_min_episodes=2,
+                         rollout_round_min_timesteps=min_timesteps,
                          bc_train_kwargs={"n_batches": 2, "progress_bar": False})
-    assert dagger_trainer.round_num >= 1
+    # a round steps both envs through whole episodes until it holds max(min_timesteps, BC's
+    # batch size) steps; rounds run until `total` steps (here 3 rounds of 8 episodes)
+    per_round = -(-max(min_timesteps, trainer.batch_size) // (2 * horizon)) * 2 * horizon
+    assert dagger_trainer.round_num == -(-total // per_round)
+    rounds = sorted((tmp_path / "demos").iterdir())
+    assert [len(list(r.glob("*.npz"))) for r in rounds] == [per_round // horizon] * 3
 
 
 def test_to_trajectories_and_transitions() -> None:

@@ -257,7 +257,13 @@ def test_monte_carlo_with_an_infinite_prompt_law_is_reproducible() -> None:
     first = divergence(expert, learner, prompts, n_samples=2_000, rng=11)
     again = divergence(expert, learner, prompts, n_samples=2_000, rng=11)
     assert first.method == "monte_carlo" and first == again
-    assert 0 < first.hellinger2 < 2 and first.kl > 0 and 0 < first.tv < 1
+    # exact by enumeration over x <= 60 (the prompt mass left out, 2^-61, is below round-off)
+    support = np.arange(61)
+    truncated = FinitePrompts(support[:, None], -(support + 1) * math.log(2))
+    exact = divergence(expert, learner, truncated, method="enumerate")
+    for name in ("hellinger2", "kl", "tv"):
+        est, se = getattr(first, name), getattr(first, f"{name}_stderr")
+        assert abs(est - getattr(exact, name)) < 4 * se, name
     other = divergence(expert, learner, prompts, n_samples=2_000, rng=12)
     assert other.hellinger2 != first.hellinger2
 
@@ -288,10 +294,10 @@ def test_hellinger_properties(case) -> None:
     h_pq, kl_pq = finite_state_divergences(p, q, log_mu)
     h_qp, _ = finite_state_divergences(q, p, log_mu)
     h_pp, kl_pp = finite_state_divergences(p, p, log_mu)
-    assert 0.0 <= h_pq <= 2.0
     assert abs(h_pq - h_qp) < 1e-12
     assert h_pp < 1e-12 and abs(kl_pp) < 1e-12
-    assert kl_pq >= h_pq - 1e-12
+    # Jensen, BC = E_P[sqrt(Q / P)] >= exp(-KL / 2), links the two recursions
+    assert h_pq <= -2 * math.expm1(-kl_pq / 2) + 1e-12
 
 
 def test_hellinger_of_a_perfect_fit_is_plus_zero() -> None:
@@ -300,6 +306,77 @@ def test_hellinger_of_a_perfect_fit_is_plus_zero() -> None:
     for log_bc in (0.0, 1e-15, -0.0):  # BC = 1 (rounding may put log BC a hair above 0)
         assert math.copysign(1.0, hellinger2_from_log_bc(log_bc)) == 1.0  # not -0.0
     assert hellinger2_from_log_bc(-1e300) == 2.0
+
+
+# ------------------------------------------------- exact values are checked before clipping
+
+
+class Inflated(SequenceModel):
+    """``model`` with every next-token probability times ``factor``: not normalised."""
+
+    def __init__(self, model: SequenceModel, factor: float) -> None:
+        self.model, self.log_factor = model, math.log(factor)
+        self.vocab_size, self.horizon = model.vocab_size, model.horizon
+
+    def next_token_logprobs(self, prompts, prefixes):
+        return self.model.next_token_logprobs(prompts, prefixes) + self.log_factor
+
+    def deterministic_sequences(self, prompts):
+        return None
+
+
+def test_an_unnormalised_learner_is_reported_not_clipped(monkeypatch) -> None:
+    # Q = 1.01^H P: BC = 1.01^(H/2) > 1, so the raw D_H^2 is negative far beyond round-off
+    expert, _, prompts = pair(0, 2, 1, 1, 2, 2, 2, 6)
+    with pytest.raises(ValueError, match=r"D_H\^2 computed exactly is -0\.06"):
+        divergence(expert, Inflated(expert, 1.01), prompts, method="enumerate")
+    # the same log BC = 3 log 1.01 planted in the finite-state recursion
+    monkeypatch.setattr(dp, "log_bhattacharyya",
+                        lambda *args, **kw: torch.tensor(3 * math.log(1.01)))
+    with pytest.raises(ValueError, match=r"D_H\^2 computed exactly is -0\.06"):
+        divergence(expert, expert, prompts, method="dp")
+    # an excess of 6e-9 is round-off: clipped to exactly +0.0
+    tiny = divergence(expert, Inflated(expert, 1 + 1e-9), prompts, method="enumerate")
+    assert (tiny.hellinger2, tiny.kl, tiny.tv) == (0.0, 0.0, 0.0)
+    assert math.copysign(1.0, tiny.hellinger2) == 1.0
+
+
+def test_a_learner_above_one_on_the_deterministic_answer_is_reported() -> None:
+    task = make_task("ntp_envs/ParityCoT-v0", num_bits=4, subset_size=2)
+    learner = Inflated(task.expert, 1.01)  # Q(tau*(x) | x) = 1.01^H > 1
+    with pytest.raises(ValueError, match=r"D_H\^2 computed exactly is -"):
+        divergence(task.expert, learner, task.prompts, method="deterministic")
+
+
+def test_negative_kl_and_tv_are_reported(monkeypatch) -> None:
+    from evaluation.roundoff import ROUNDOFF_TOLERANCE, tv_from_log_overlap
+    from evaluation.sufficient_stats import count_law_divergences
+    from ntp_envs.sequence_model import CountLaw
+
+    expert, learner, prompts = pair(0, 2, 1, 1, 2, 2, 2, 40)
+    monkeypatch.setattr(dp, "kl_divergence", lambda *args, **kw: torch.tensor(-1e-3))
+    with pytest.raises(ValueError, match=r"KL computed exactly is -0\.001"):
+        divergence(expert, learner, prompts, method="dp")
+    monkeypatch.setattr(dp, "kl_divergence", lambda *args, **kw: torch.tensor(-1e-9))
+    assert divergence(expert, learner, prompts, method="dp").kl == 0.0  # round-off: clipped
+    # count laws: P = Bern(1/2)^4 and a Q with twice its mass on every sequence
+    half = CountLaw(np.full((1, 5), 4 * math.log(0.5)))
+    double = CountLaw(half.log_seq.copy())
+    object.__setattr__(double, "log_seq", half.log_seq + math.log(2))
+    with pytest.raises(ValueError, match=r"KL computed exactly is -0\.6931"):  # -log 2
+        count_law_divergences(half, double, np.zeros(1))
+    # chunk recursion: fair coins vs 2 chunks of K = 2 each of mass 1.01: KL = -2 log 1.01
+    from evaluation.chunk_dp import finite_state_chunk_divergences
+    from ntp_envs.chunk_tables import ChunkTables
+
+    coins = FiniteStateTables(np.full((1, 1, 1, 2), math.log(0.5)), 0, 4)
+    chunks = ChunkTables(np.full((1, 1, 1, 4), math.log(0.25)), None, 2, 0, 4, 2)
+    object.__setattr__(chunks, "logq", chunks.logq + math.log(1.01))
+    with pytest.raises(ValueError, match=r"KL computed exactly is -0\.0199"):
+        finite_state_chunk_divergences(coins, chunks, np.zeros(1))
+    with pytest.raises(ValueError, match=r"TV computed exactly is -0\.01"):
+        tv_from_log_overlap(math.log(1.01))
+    assert tv_from_log_overlap(0.5 * ROUNDOFF_TOLERANCE) == 0.0
 
 
 # ------------------------------------------------------------- extremes and gradients
@@ -400,6 +477,35 @@ def test_auto_falls_back_to_monte_carlo_beyond_the_state_limit() -> None:
     assert divergence(big, small, prompts, n_samples=100).method == "monte_carlo"
     with pytest.raises(ValueError, match="window states"):
         divergence(big, small, prompts, method="dp")
+
+
+def test_every_method_name_a_result_carries_is_documented(monkeypatch) -> None:
+    import evaluation.deterministic as det
+    import evaluation.divergences as divergences_module
+    from ntp_envs.chunk_tables import ChunkModel, ChunkTables
+    from ntp_envs.mixture_product import MixtureOfProducts
+
+    expert, learner, prompts = pair(0, 2, 1, 1, 2, 2, 2, 6)
+    mixture = MixtureOfProducts(prompts, 6, 0.3, 0.2, 0.7)
+    chunks = ChunkModel(ChunkTables(np.full((2, 1, 1, 4), math.log(0.25)), None, 2, 0, 6, 2),
+                        prompts)
+    parity = make_task("ntp_envs/ParityCoT-v0", num_bits=4, subset_size=2)
+    cases = {
+        "enumerate": (expert, learner, prompts, "enumerate"),
+        "stats": (mixture, mixture, prompts, "stats"),
+        "chunk": (expert, chunks, prompts, "chunk"),
+        "dp": (expert, learner, prompts, "dp"),
+        "monte_carlo": (expert, learner, prompts, "monte_carlo"),
+        "deterministic_exact": (parity.expert, parity.expert, parity.prompts, "deterministic"),
+    }
+    produced = {name: divergence(p, q, law, method=m, n_samples=50).method
+                for name, (p, q, law, m) in cases.items()}
+    monkeypatch.setattr(det, "MAX_EXACT_TOKENS", 1)  # too large to sum: prompts are sampled
+    produced["deterministic_mc"] = divergence(parity.expert, parity.expert, parity.prompts,
+                                              n_samples=50).method
+    assert produced == {name: name for name in produced}
+    for name in [*produced, "deterministic"]:  # and the name older rows carry
+        assert f"* ``{name}``: " in divergences_module.__doc__, name
 
 
 def test_misuse_is_rejected() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -44,5 +45,10 @@ def test_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         torch.set_num_threads(threads)  # a snippet sets it for the process
     assert (tmp_path / "bc.npz").is_file()
+    # "the same return, ± s.e.": SB3's 64 episodes against the exact expected return
+    from evaluation.returns import expected_return
+
+    exact = expected_return(namespace["task"], namespace["bc"], method="enumerate")
+    assert abs(namespace["mean"] - exact.mean) < 4 * namespace["std"] / math.sqrt(64)
     if not has_minari:
         pytest.skip("the [minari] extra is not installed: its snippet was not run")

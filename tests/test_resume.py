@@ -22,6 +22,19 @@ ARGV = ["sweep", "--env", "ntp_envs/ARLinear-v0", "--agents", "logloss,robust",
 CONFIG = SweepConfig("ntp_envs/ARLinear-v0", {}, ("logloss", "robust"), (16,), seeds=6,
                      n_train=3000, oracle_starts=2)
 DEADLINE_S = 300.0  # a guard against a hung child, not a speed requirement
+ORPHAN_DEADLINE_S = 30.0  # workers poll for their parent once a second, then exit
+
+
+def _wait_for_group_exit(group: int, deadline_s: float) -> bool:
+    """Wait until no process of ``group`` is left; True if some still are at the deadline."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def stored_rows(path: Path) -> pd.DataFrame:
@@ -53,6 +66,7 @@ def test_sigkilled_sweep_resumes_with_one_row_per_job(tmp_path) -> None:
             before = stored_rows(store)
         os.kill(child.pid, signal.SIGKILL)  # the driver only, mid-sweep
         child.wait()
+        orphans_left = _wait_for_group_exit(child.pid, ORPHAN_DEADLINE_S)
     finally:
         try:
             os.killpg(child.pid, signal.SIGKILL)  # then any worker of ours still there
@@ -60,6 +74,7 @@ def test_sigkilled_sweep_resumes_with_one_row_per_job(tmp_path) -> None:
             pass
         child.stderr.close()
     assert child.returncode == -signal.SIGKILL
+    assert not orphans_left, "pool workers outlived the killed driver"
     keys = {job.key for job in CONFIG.jobs()}
     assert 2 <= len(before) < len(keys), "the kill must land mid-way"
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
 import numpy as np
 import pandas as pd
 import pytest
+from brute_force import enumerated_divergences
 
+from agents import LogLossBC
 from evaluation.cli import main
 from evaluation.store import ResultStore
+from experts import collect_demonstrations
+from ntp_envs import make_task
 
 REQUIRED = ["env_id", "env_kwargs", "horizon", "agent", "seed", "n_train", "hellinger2",
             "hellinger2_stderr", "kl", "tv", "best_in_class_hellinger2", "c_apx",
@@ -20,6 +25,15 @@ SMALL = ["sweep", "--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"misspecifi
          "--oracle-starts", "4", "--quiet"]
 
 
+def _refit_and_enumerate(horizon: int, seed: int) -> dict[str, float]:
+    """SMALL's job ``(horizon, seed)`` redone here (the same demonstrations and fit), scored
+    by summing over every sequence."""
+    task = make_task("ntp_envs/ARLinear-v0", misspecification=0.5, horizon=horizon)
+    rng = np.random.default_rng([seed, horizon])
+    policy = LogLossBC().fit(task, collect_demonstrations(task, 200, rng), rng)
+    return enumerated_divergences(task, policy)
+
+
 def test_sweep_writes_store_csv_and_plot(tmp_path) -> None:
     out = tmp_path / "demo"
     assert main([*SMALL, "--out", str(out)]) == 0
@@ -27,7 +41,13 @@ def test_sweep_writes_store_csv_and_plot(tmp_path) -> None:
     assert set(REQUIRED) <= set(frame.columns)
     assert len(frame) == 4  # 2 horizons x 1 agent x 2 seeds
     assert (frame["status"] == "ok").all()
-    assert frame["hellinger2"].between(0, 2).all()
+    # each row is the refit of its seed's demonstrations, scored by summing over every sequence
+    for row in frame.itertuples():
+        truth = _refit_and_enumerate(row.horizon, row.seed)
+        assert row.hellinger2 == pytest.approx(truth["hellinger2"], rel=1e-9, abs=1e-13)
+        assert row.kl == pytest.approx(truth["kl"], rel=1e-9, abs=1e-13)
+        if row.horizon == 4:
+            assert row.tv == pytest.approx(truth["tv"], rel=1e-9, abs=1e-13)
     np.testing.assert_allclose(frame["c_apx"],
                                frame["hellinger2"] / frame["best_in_class_hellinger2"])
     assert (frame["c_apx"] >= 1 - 1e-9).all()  # the oracle is below every in-class fit
@@ -66,7 +86,7 @@ def test_population_fit(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--env", "ntp_envs/Nope-v0"], "--env must be one of"),
+    (["--env", "ntp_envs/Nope-v0"], "--env"),
     (["--env", "ntp_envs/ARLinear-v0", "--agents", "nope"], "unknown agent"),
     (["--env", "ntp_envs/ARLinear-v0", "--horizons", ","], "at least one horizon"),
     (["--env", "ntp_envs/ARLinear-v0", "--horizons", "4,0"], "H >= 1"),
@@ -86,14 +106,40 @@ def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, capsys, argv, messag
     assert not out.exists()
 
 
+DEVICE_PROBE = '''
+import os
+
+from agents.base import DEVICE_ENV
+from agents.logloss_bc import LogLossBC
+
+
+class DeviceProbe(LogLossBC):
+    """LogLossBC that records, in its policy's info, the device variable and process it saw."""
+
+    def fit(self, task, demonstrations, rng=None):
+        policy = super().fit(task, demonstrations, rng)
+        policy.info.update(device_seen=os.environ.get(DEVICE_ENV), pid=os.getpid())
+        return policy
+'''
+
+
 def test_device_flag_reaches_the_workers_environment(tmp_path, monkeypatch, capsys) -> None:
     from agents.base import DEVICE_ENV
 
-    monkeypatch.delenv(DEVICE_ENV, raising=False)
-    assert main([*SMALL, "--horizons", "4", "--seeds", "1", "--device", " cpu ",
+    monkeypatch.setenv(DEVICE_ENV, "unset")  # restored after the test (the CLI sets it)
+    monkeypatch.delenv(DEVICE_ENV)
+    probe = tmp_path / "device_probe.py"
+    probe.write_text(DEVICE_PROBE)
+    argv = [a if a != "logloss" else f"{probe}:DeviceProbe" for a in SMALL]
+    assert main([*argv, "--horizons", "4", "--seeds", "2", "--workers", "2", "--device", " cpu ",
                  "--out", str(tmp_path / "dev")]) == 0
-    assert os.environ[DEVICE_ENV] == "cpu"  # set before the pool starts: workers inherit it
     assert "growth exponent" not in capsys.readouterr().out  # one horizon: no slope to print
+    with ResultStore(tmp_path / "dev" / "results.sqlite") as store:
+        infos = [json.loads(info) for info in store.results()["agent_info"]]
+    assert len(infos) == 2
+    for info in infos:  # what each fit saw, in a worker process of the pool
+        assert info["pid"] != os.getpid()
+        assert info["device_seen"] == "cpu"
 
 
 def test_growth_exponent_is_printed_for_several_horizons(tmp_path, capsys) -> None:

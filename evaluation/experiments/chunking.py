@@ -1,0 +1,196 @@
+"""Chunking trades compute for accuracy: bounded chunk-level objectives reach worst-case
+C_apx ~ H/K at chunk size K (``chunk-rho:K``), measured next to chunk-level log loss
+(``chunk:K``) and chunked kernel regression (``chunk-kr:K``, our reading of "ChunkKR").
+
+C_apx is against the best member of the *token* class; an improper chunk class can go below 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from evaluation.analysis import chunk_size  # noqa: E402
+from evaluation.claims import Claim, Measured, family_rows, family_worst  # noqa: E402
+from evaluation.experiments.barrier import ENV, FAMILY, FAMILY_BASE, FAMILY_GRID  # noqa: E402
+from evaluation.experiments.base import (  # noqa: E402
+    Experiment,
+    Figure,
+    Table,
+    data_label,
+    family_configs,
+    fmt,
+    setting_label,
+)
+from evaluation.plots import save_figure  # noqa: E402
+from evaluation.sweep import SweepConfig  # noqa: E402
+
+MIX = "ntp_envs/MixtureProduct-v0"
+CLAIM_HORIZON = 256
+CHUNK_SIZES = tuple(2**i for i in range(9))  # 1, 2, 4, ..., 256 = H
+RATIO_RANGE = (0.4, 1.5)
+BOUNDED = tuple(f"chunk-rho:{k}" for k in CHUNK_SIZES)
+LOG_LOSS_TERNARY = tuple(f"chunk:{k}" for k in (1, 2, 4, 8))  # 3**8 outcomes at most
+LOG_LOSS_BINARY = tuple(f"chunk:{k}" for k in (1, 2, 4, 8, 16))  # 2**16 outcomes at most
+KERNEL_TERNARY = tuple(f"chunk-kr:{k}" for k in (1, 2, 4, 8))
+KERNEL_BINARY = tuple(f"chunk-kr:{k}" for k in (1, 2, 4, 8, 16))
+_PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")
+
+
+def _check_r4(frame: pd.DataFrame) -> tuple[list[Measured], bool, str]:
+    h, (low, high) = CLAIM_HORIZON, RATIO_RANGE
+    measured, holds = [], True
+    for k in CHUNK_SIZES:
+        worst, _, _ = family_worst(frame, ENV, f"chunk-rho:{k}", FAMILY_BASE, FAMILY_GRID,
+                                   horizon=h)
+        ratio = worst * k / h
+        measured.append(Measured(f"K={k}", ratio))
+        holds &= low <= ratio <= high
+    return measured, holds, "measured: worst-case C_apx x K / H per K"
+
+
+R4 = Claim(
+    id="R4",
+    title="Bounded chunk-level objectives trade K for H/K",
+    source="Rohatgi et al. 2025 (arXiv 2502.12465): chunking gives C_apx ~ H/K at cost "
+           "exponential in K; the chunk-level rho tournament is our reading",
+    quantity=f"worst-case exact population C_apx of chunk-rho:K x K / H over the "
+             f"{FAMILY} at H = {CLAIM_HORIZON}",
+    expected=f"in [{RATIO_RANGE[0]}, {RATIO_RANGE[1]}] for every K = 1, 2, 4, ..., "
+             f"{CLAIM_HORIZON}",
+    check=_check_r4,
+)
+
+
+def chunking_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Seed means and standard errors per (env, kwargs, data, H, learner, K) of the chunk
+    learners' rows."""
+    ok = frame[frame["status"] == "ok"].copy()
+    parsed = [chunk_size(a) for a in ok["agent"]]
+    ok["learner"] = [p[0] if p else None for p in parsed]
+    ok["K"] = [p[1] if p else None for p in parsed]
+    ok = ok[ok["K"].notna()]
+    rows = []
+    keys = ["env_id", "env_kwargs", "n_train", "horizon", "learner", "K"]
+    for key, group in ok.groupby(keys, sort=True):
+        row = dict(zip(keys, key, strict=True))
+        row["K"] = int(row["K"])
+        row["seeds"] = len(group)
+        for column in ("hellinger2", "c_apx", "kl", "fit_seconds"):
+            values = pd.to_numeric(group[column], errors="coerce").dropna()
+            row[column] = float(values.mean()) if len(values) else np.nan
+            row[f"{column}_se"] = (float(values.std(ddof=1) / np.sqrt(len(values)))
+                                   if len(values) > 1 else 0.0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_against_k(worst: pd.DataFrame, path: Path) -> Path:
+    """Worst-case C_apx (with H/K) and fit seconds against K per chunk learner and H."""
+    fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
+    markers, styles = "osD^v", ("-", "--", ":", "-.")
+    for i, ((learner, horizon), group) in enumerate(worst.groupby(["learner", "horizon"])):
+        group = group.sort_values("K")
+        style = {"marker": markers[i % len(markers)], "linestyle": styles[i % len(styles)],
+                 "label": f"{learner}:K, H={horizon}"}
+        ax_c.plot(group["K"], group["worst_c_apx"], **style)
+        ax_t.plot(group["K"], group["fit_seconds"], **style)
+    for horizon in sorted(worst["horizon"].unique()):
+        ks = np.array(sorted(worst["K"].unique()), dtype=float)
+        ax_c.plot(ks, horizon / ks, "k:", alpha=0.5, label=f"H/K, H={horizon}")
+    for ax, label in ((ax_c, "worst-case C_apx over the family"), (ax_t, "fit seconds")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("chunk size K")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_formatter(_PLAIN)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{FAMILY}: C_apx and compute against K (population)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def analyse(frame: pd.DataFrame, out: Path) -> tuple[list[Table], list[Figure]]:
+    """Worst case over the barrier family against K (table, plot), then per-instance values
+    on the other settings."""
+    tables, figures = [], []
+    worst = family_rows(frame, ENV, FAMILY_BASE, FAMILY_GRID).copy()
+    if not worst.empty:
+        parsed = [chunk_size(a) for a in worst["agent"]]
+        worst["learner"] = [p[0] if p else None for p in parsed]
+        worst["K"] = [p[1] if p else None for p in parsed]
+        ok = frame[(frame["status"] == "ok") & (frame["env_id"] == ENV)]
+        seconds = ok.groupby(["agent", "horizon"])["fit_seconds"].mean()
+        worst["fit_seconds"] = [seconds.get((a, h), np.nan)
+                                for a, h in zip(worst["agent"], worst["horizon"], strict=True)]
+        chunked = worst[worst["K"].notna()].copy()
+        chunked["K"] = chunked["K"].astype(int)
+        rows = [{"learner": r["learner"], "H": str(r["horizon"]), "K": str(r["K"]),
+                 "instances": str(r["instances"]),
+                 "worst C_apx": fmt(r["worst_c_apx"], digits=3),
+                 "x K / H": fmt(r["worst_c_apx"] * r["K"] / r["horizon"], digits=3),
+                 "mean C_apx": fmt(r["mean_c_apx"], digits=3),
+                 "fit s": fmt(r["fit_seconds"], digits=2)}
+                for _, r in chunked.sort_values(["learner", "horizon", "K"]).iterrows()]
+        others = worst[worst["K"].isna()].sort_values(["agent", "horizon"])
+        rows += [{"learner": r["agent"], "H": str(r["horizon"]), "K": "-",
+                  "instances": str(r["instances"]),
+                  "worst C_apx": fmt(r["worst_c_apx"], digits=3), "x K / H": "-",
+                  "mean C_apx": fmt(r["mean_c_apx"], digits=3),
+                  "fit s": fmt(r["fit_seconds"], digits=2)} for _, r in others.iterrows()]
+        tables.append(Table("worst_case_vs_k", f"Worst case over the {FAMILY} against the "
+                            "chunk size K", pd.DataFrame(rows)))
+        if not chunked.empty:
+            plot_against_k(chunked, out / "chunking.png")
+            figures.append(Figure("chunking", "Worst-case C_apx and fit time against K"))
+    rest = chunking_table(frame[frame["env_id"] != ENV])
+    if not rest.empty:
+        tables.append(Table("per_instance", "Chunk learners on single instances (mean ± s.e. "
+                            "over seeds)", pd.DataFrame([{
+                                "setting": setting_label(r["env_id"], r["env_kwargs"]),
+                                "data": data_label(r["n_train"]), "H": str(r["horizon"]),
+                                "learner": r["learner"], "K": str(r["K"]),
+                                "D_H^2": fmt(r["hellinger2"], r["hellinger2_se"]),
+                                "C_apx": fmt(r["c_apx"], r["c_apx_se"], 3),
+                                "fit s": fmt(r["fit_seconds"], digits=2)}
+                                for _, r in rest.iterrows()])))
+    return tables, figures
+
+
+def _family(agents: tuple[str, ...], horizons: tuple[int, ...]) -> list[SweepConfig]:
+    return family_configs(ENV, FAMILY_BASE, FAMILY_GRID, agents, horizons, seeds=1,
+                          population=True)
+
+
+EXPERIMENT = Experiment(
+    name="chunking",
+    title="Chunking: compute for accuracy",
+    about="chunk-rho:K (the rho tournament over chunks of K tokens) for K = 1, 2, 4, ..., H "
+          "on the FiniteClassBarrier family at H = 256 (population fits). The full profile "
+          "adds H = 64, chunk-level log loss (chunk:K) and chunked kernel regression "
+          "(chunk-kr:K), and MixtureProduct at H = 256 and 1024.",
+    profiles={
+        "cpu": _family(BOUNDED, (CLAIM_HORIZON,)),
+        "full": [
+            *_family(("logloss", "robust", "rho", *BOUNDED[:7], *LOG_LOSS_TERNARY,
+                      *KERNEL_TERNARY), (64,)),
+            *_family(("logloss", "robust", "rho", *BOUNDED, *LOG_LOSS_TERNARY,
+                      *KERNEL_TERNARY), (CLAIM_HORIZON,)),
+            SweepConfig(MIX, {}, ("logloss", "robust", "rho", *BOUNDED, *LOG_LOSS_BINARY,
+                                  *KERNEL_BINARY), (256,), seeds=1, population=True),
+            SweepConfig(MIX, {}, ("logloss", "rho", *LOG_LOSS_BINARY, *KERNEL_BINARY),
+                        (1024,), seeds=1, population=True),
+        ],
+    },
+    claims=(R4,),
+    analyse=analyse,
+    rank=30,
+)
