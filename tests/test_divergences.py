@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from brute_force import enumerated_divergences
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
@@ -105,7 +106,10 @@ def test_dp_matches_enumeration(case) -> None:
     assert by_dp.method == "dp" and exact.method == "enumerate"
     assert abs(by_dp.hellinger2 - exact.hellinger2) < 1e-10
     assert abs(by_dp.kl - exact.kl) < 1e-10
-    assert 0.01 < exact.hellinger2 < 2 and exact.tv is not None and 0 < exact.tv < 1
+    truth = enumerated_divergences(expert, learner, prompts)  # summed here, sequence by sequence
+    for key in ("hellinger2", "kl", "tv"):
+        assert getattr(exact, key) == pytest.approx(truth[key], rel=1e-9, abs=1e-13), key
+    assert truth["hellinger2"] > 0.01  # not a trivial pair
     # the reverse direction too (KL is not symmetric)
     back = divergence(learner, expert, prompts, method="dp")
     assert abs(back.kl - enumerate_divergences(learner, expert, prompts).kl) < 1e-10
@@ -419,7 +423,10 @@ def test_zero_probability_gives_infinite_kl_and_finite_hellinger() -> None:
     by_dp = divergence(expert, learner, prompts, method="dp")
     mc = divergence(expert, learner, prompts, method="monte_carlo", n_samples=500)
     assert exact.kl == by_dp.kl == mc.kl == math.inf
-    assert abs(exact.hellinger2 - by_dp.hellinger2) < 1e-12 and 0 < exact.hellinger2 < 2
+    truth = enumerated_divergences(expert, learner, prompts)
+    assert truth["kl"] == math.inf
+    assert exact.hellinger2 == pytest.approx(truth["hellinger2"], rel=1e-12)
+    assert by_dp.hellinger2 == pytest.approx(truth["hellinger2"], rel=1e-12)
 
 
 @pytest.mark.parametrize("tail", ["loop", "power"])

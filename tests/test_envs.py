@@ -160,7 +160,7 @@ def test_ar_linear_is_well_specified_exactly_at_knob_zero(
                      learner_memory=learner_memory, expert_memory=expert_memory, task_seed=5)
     assert (task.well_specified_theta is not None) == (knob == 0.0)
     fit = LogLossBC().fit(task, None)
-    hellinger2 = enumerated_divergences(task, fit)["hellinger2"]
+    hellinger2 = enumerated_divergences(task.expert, fit, task.prompts)["hellinger2"]
     if knob == 0.0:
         assert hellinger2 < 1e-14
     else:

@@ -1,4 +1,4 @@
-"""The README's "Use with SB3 / imitation" snippets run as written."""
+"""The snippets of docs/sb3-imitation.md (the SB3 / imitation guide) run as written."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Use with SB3 / imitation"
+README = Path(__file__).resolve().parents[1] / "docs" / "sb3-imitation.md"
+SECTION = "# Use with SB3 / imitation"
 
 
 def _snippets() -> list[str]:
     text = README.read_text()
     assert SECTION in text
-    section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
+    section = text.split(SECTION, 1)[1]
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
 
 

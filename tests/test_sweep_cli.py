@@ -31,7 +31,7 @@ def _refit_and_enumerate(horizon: int, seed: int) -> dict[str, float]:
     task = make_task("ntp_envs/ARLinear-v0", misspecification=0.5, horizon=horizon)
     rng = np.random.default_rng([seed, horizon])
     policy = LogLossBC().fit(task, collect_demonstrations(task, 200, rng), rng)
-    return enumerated_divergences(task, policy)
+    return enumerated_divergences(task.expert, policy, task.prompts)
 
 
 def test_sweep_writes_store_csv_and_plot(tmp_path) -> None:
