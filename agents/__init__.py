@@ -126,6 +126,6 @@ def make_agent(name: str, flag: str = "agent") -> Agent:
     return AGENTS[name]()
 
 
-__all__ = ["AGENTS", "Agent", "ChunkKR", "ChunkRho", "ChunkedBC", "FittedPolicy", "LinearAR",
-           "LogLossBC", "RhoEstimator",
-           "RobustBC", "agent_names", "load_policy", "make_agent"]
+__all__ = ["AGENTS", "CHUNK_FAMILIES", "Agent", "ChunkKR", "ChunkRho", "ChunkedBC", "FittedPolicy",
+           "LinearAR", "LogLossBC", "RhoEstimator", "RobustBC", "agent_names", "load_policy",
+           "make_agent"]

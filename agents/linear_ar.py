@@ -15,7 +15,7 @@ experts are deterministic, so without it the log loss has no minimiser (the data
 separable and the weights would grow without bound). The per-position problems are
 independent: they run on ``num_threads`` threads (default ``None``: the available cores,
 but never more than the BLAS thread limit in force, so a sweep worker, which
-:mod:`evaluation.backends` pins to one thread, stays on one core), each with one BLAS
+:mod:`agents.threads` pins to one thread, stays on one core), each with one BLAS
 thread (the problems are small: oversubscribed BLAS threads made the fit ~10 times slower).
 Every position's fit is the same computation whatever the thread count. ``solver`` is passed
 to :func:`agents.logistic.fit_logistic` (``newton`` keeps the explicit-Hessian path).
@@ -39,6 +39,7 @@ from agents.context_models import (
     training_sequences,
 )
 from agents.logistic import SOLVERS, LogisticFit, fit_logistic
+from agents.threads import available_cores
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 
@@ -167,8 +168,6 @@ class PositionProblems:
 def position_threads(requested: int | None, positions: int) -> int:
     """Threads for ``positions`` independent fits: ``requested``, or the available cores;
     never more than the BLAS thread limit in force (1 in a sweep worker) nor ``positions``."""
-    from evaluation.backends import available_cores  # evaluation imports agents
-
     limits = [pool["num_threads"] for pool in threadpool_info()]
     wanted = available_cores() if requested is None else int(requested)
     return max(1, min(wanted, positions, *limits))

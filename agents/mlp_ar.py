@@ -40,6 +40,7 @@ from torch import nn
 
 from agents.base import Agent, FittedPolicy, register_policy_kind
 from agents.context_models import ContextModel, ContextOneHot, training_sequences
+from ntp_envs.decoding import greedy_decode
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 
@@ -299,8 +300,6 @@ class MLPAR(Agent):
 def _answer_accuracy(task: SequenceTask, policy: MLPARPolicy, prompts: IntArray,
                      tokens: IntArray) -> float | None:
     """Greedy answer accuracy on the validation rows (``None`` without rows or answer)."""
-    from evaluation.accuracy import greedy_decode  # evaluation imports agents
-
     length = int(task.answer_length or 0)
     if not len(prompts) or not length:
         return None

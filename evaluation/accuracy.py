@@ -18,15 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 from evaluation.deterministic import exact_over_support
+from ntp_envs.decoding import greedy_decode
 from ntp_envs.sequence_model import FinitePrompts, SequenceModel
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 
 __all__ = ["TASK_METRICS", "AccuracyEstimate", "answer_accuracy", "greedy_decode",
            "task_metrics"]
-
-CHUNK_ROWS = 4096
-
 
 class AccuracyEstimate(NamedTuple):
     """Fraction of prompts answered right; ``stderr`` 0 when exact."""
@@ -35,18 +33,6 @@ class AccuracyEstimate(NamedTuple):
     stderr: float
     num_prompts: int
     split: str
-
-
-def greedy_decode(model: SequenceModel, prompts: IntArray) -> IntArray:
-    """The argmax sequence ``(B, H)`` of ``model`` for each prompt."""
-    prompts = np.asarray(prompts, dtype=np.int64)
-    tokens = np.zeros((len(prompts), model.horizon), dtype=np.int64)
-    for start in range(0, len(prompts), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
-        for h in range(model.horizon):
-            logp = model.next_token_logprobs(prompts[rows], tokens[rows, :h])
-            tokens[rows, h] = np.argmax(logp, axis=1)
-    return tokens
 
 
 def _correct(task: SequenceTask, model: SequenceModel, prompts: IntArray) -> FloatArray:

@@ -21,12 +21,12 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from typing import Any
 
 from agents.base import DEVICE_ENV
+from agents.threads import available_cores, single_threaded
 from ntp_envs.validation import check_int
 
 MAX_WORKERS = 1024
@@ -35,29 +35,6 @@ BACKENDS = ("local", "ray", "serial")
 
 Outcome = tuple[Any, Any, BaseException | None]
 """``(handle, value, error)`` of a finished task: ``error`` is None when it returned."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run the body with torch and the BLAS/OpenMP thread pools limited to one thread."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 _WORKER_READY = False

@@ -169,20 +169,16 @@ def _forward_step(alpha: Tensor, w: _Weights, n_lo: int,
     else:
         keep = alpha @ w.expert
         flow = keep * w.learner
-    n_ctx, n_batch = flow.shape[0], flow.shape[2]
-    # s' = lo * V + a  ->  (hi', lo') with s' = hi' * L + lo'
-    out = flow.permute(0, 2, 1, 3).reshape(n_ctx, n_batch, vocab, n_lo).permute(0, 3, 1, 2)
-    top = out.amax(dim=(1, 3))  # (C, B)
-    safe = torch.where(top > 0, top, 1.0)
-    return (out / safe[:, None, :, None]).contiguous(), torch.log(top), keep
+    top = flow.amax(dim=(1, 3))  # (C, B)
+    out = _moves_to_states(flow, n_lo, vocab)
+    out.div_(torch.where(top > 0, top, 1.0)[:, None, :, None])
+    return out, torch.log(top), keep
 
 
 def _backward_step(beta: Tensor, keep: Tensor, w: _Weights, n_lo: int,
                    vocab: int) -> tuple[Tensor, Tensor]:
     """``(visits at h, T_h beta_{h+1})`` for ``beta = beta_{h+1}`` in the alpha layout."""
-    n_ctx, n_batch = beta.shape[0], beta.shape[2]
-    # beta in layout [c, lo', b, hi'] -> by s' = lo * V + a as [c, lo, b, a]
-    nxt = beta.permute(0, 2, 3, 1).reshape(n_ctx, n_batch, n_lo, vocab).permute(0, 2, 1, 3)
+    nxt = _states_to_moves(beta, n_lo, vocab)
     if w.learner is None:
         beta_raw = (w.expert @ nxt.unsqueeze(-1)).squeeze(-1)
         term = keep.unsqueeze(-1) * w.expert * nxt.unsqueeze(-2)  # (C, L, B, V_hi, V_a)
@@ -193,6 +189,24 @@ def _backward_step(beta: Tensor, keep: Tensor, w: _Weights, n_lo: int,
     mass = term.sum(dim=(1, 3))
     beta_raw = right @ w.expert_t
     return term / torch.where(mass > 0, mass, 1.0)[:, None, :, None], beta_raw
+
+
+def _moves_to_states(flow: Tensor, n_lo: int, vocab: int) -> Tensor:
+    """``[c, lo, b, a]`` -> ``[c, lo', b, hi']`` (a copy) where ``lo V + a = hi' L + lo'``."""
+    if n_lo == 1:
+        return flow.contiguous()
+    n_ctx, n_batch = flow.shape[0], flow.shape[2]
+    split = flow.reshape(n_ctx, vocab, n_lo // vocab, n_batch, vocab)  # lo = (hi', j)
+    return split.permute(0, 2, 4, 3, 1).reshape(n_ctx, n_lo, n_batch, vocab)  # lo' = (j, a)
+
+
+def _states_to_moves(beta: Tensor, n_lo: int, vocab: int) -> Tensor:
+    """The inverse of :func:`_moves_to_states`."""
+    if n_lo == 1:
+        return beta
+    n_ctx, n_batch = beta.shape[0], beta.shape[2]
+    split = beta.reshape(n_ctx, n_lo // vocab, vocab, n_batch, vocab)  # lo' = (j, a)
+    return split.permute(0, 4, 1, 3, 2).reshape(n_ctx, n_lo, n_batch, vocab)  # lo = (hi', j)
 
 
 def _recompute(alpha: Tensor, start: int, stop: int, w_at, n_lo: int,

@@ -29,7 +29,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from agents import agent_names, make_agent
+from agents import CHUNK_FAMILIES, agent_names, make_agent
 from agents.base import DEVICE_ENV
 from agents.plugins import check_agent
 from evaluation import evaluate_cli, reproduce_cli
@@ -466,8 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--env-grid", help="JSON object kwarg -> list of values: sweep the family "
                        "of their cartesian product (merged over --env-kwargs); the report adds "
                        "the worst case over it (OUT/worst_case.csv)")
-    sweep.add_argument("--agents", help=f"comma-separated: {', '.join(agent_names())}; "
-                       "rho-select:a+b+...; plug-ins module:name[?key=value&...]")
+    named = [n for n in agent_names() if n.split(":")[0] not in CHUNK_FAMILIES]
+    chunked = ", ".join(f"{family}:K" for family in CHUNK_FAMILIES)
+    sweep.add_argument("--agents", help=f"comma-separated: {', '.join(named)}; {chunked} "
+                       "(chunk size K >= 1, at most H); rho-select:a+b+...; plug-ins "
+                       "module:name[?key=value&...]")
     sweep.add_argument("--horizons", help="comma-separated H values, e.g. 4,8,16 (default "
                        "4,8,16,32,64; an env whose horizon is set by its kwargs: its own)")
     override = " (with --preset: overrides every config of the preset)"

@@ -55,11 +55,13 @@ class RunRecord:
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: tuple[ClaimResult, ...] = ()
     ran: int | None = None  # jobs run by this invocation (the others resumed from the store)
+    job_seconds: float | None = None  # fit + evaluation seconds summed over the jobs
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able values."""
         return {"profile": self.profile, "started": self.started, "seconds": self.seconds,
                 "jobs": self.jobs, "failed": self.failed, "ran": self.ran,
+                "job_seconds": self.job_seconds,
                 "experiments": self.experiments, "claims": [c.as_dict() for c in self.claims]}
 
 
@@ -117,8 +119,11 @@ def claims_markdown(claims: Sequence[ClaimResult]) -> str:
 def _run_line(record: RunRecord) -> str:
     resumed = "" if record.ran in (None, record.jobs) else \
         f"; {record.ran} run by this command, the others resumed from its store"
+    summed = "" if record.job_seconds is None else \
+        f"{record.job_seconds / 60:.1f} minutes of fit and evaluation summed over jobs, "
     return (f"Profile `{record.profile}`: {record.jobs} jobs ({record.failed} failed{resumed}), "
-            f"{record.seconds / 60:.1f} minutes of wall time, started {record.started}.")
+            f"{summed}{record.seconds / 60:.1f} minutes of wall time for the command, started "
+            f"{record.started}.")
 
 
 def _read_table(folder: Path, experiment: str, name: str) -> pd.DataFrame:

@@ -178,11 +178,14 @@ def reproduce(experiments: list[Experiment], profile: str, out: Path, *, workers
             if result.verdict == "not run" and missing and reason not in result.note:
                 result = ClaimResult(**{**result.__dict__, "note": f"{result.note}; {reason}"})
             results.append(result)
-    jobs = sum(len(f) for f in frames.values())
-    failed = sum(int((f["status"] != "ok").sum()) for f in frames.values())
+    union = (pd.concat(list(frames.values())).drop_duplicates("job_key") if frames
+             else pd.DataFrame(columns=["status", "fit_seconds", "eval_seconds"]))
+    jobs, failed = len(union), int((union["status"] != "ok").sum())  # a job shared by two
+    busy = sum(float(pd.to_numeric(union[c], errors="coerce").fillna(0.0).sum())  # experiments
+               for c in ("fit_seconds", "eval_seconds"))  # counts once
     results.sort(key=lambda c: (len(c.claim), c.claim))  # R1, R2, ..., R10
     record = RunRecord(profile, started, round(time.perf_counter() - start, 1), jobs, failed,
-                       record_experiments, tuple(results), fresh)
+                       record_experiments, tuple(results), fresh, round(busy, 1))
     save_record(record, out)
     about = {e.name: (e.title, e.about) for e in registry.values()}
     write_atomic(out / "report.md", render_report(record, out, about))

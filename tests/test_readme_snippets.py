@@ -52,3 +52,19 @@ def test_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert abs(namespace["mean"] - exact.mean) < 4 * namespace["std"] / math.sqrt(64)
     if not has_minari:
         pytest.skip("the [minari] extra is not installed: its snippet was not run")
+
+
+def test_readme_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's short tour runs as written and scores the fit it makes."""
+    monkeypatch.chdir(tmp_path)
+    text = (README.parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "the README has no python snippet"
+    namespace: dict = {"__name__": "readme"}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    row = namespace["score"](namespace["task"], namespace["policy"])
+    assert row["eval_method"] == "dp"
+    # logloss is proper: its fit is a class member, so the best in class is no worse than it
+    assert row["best_in_class_hellinger2"] <= row["hellinger2"] * (1 + 1e-9)
+    assert row["c_apx"] >= 1 - 1e-9

@@ -76,7 +76,7 @@ def test_blocks_render_and_are_idempotent(tmp_path) -> None:
     assert "stale" not in new and "prose" in new
     assert "| R1: title R1 | a quantity | x >= 1 | x 1.25 ± 0.01 | **holds** |" in new
     assert "**not run** (not in profile cpu)" in new
-    assert "Profile `cpu`: 12 jobs (0 failed), 1.5 minutes of wall time" in new
+    assert "Profile `cpu`: 12 jobs (0 failed), 1.5 minutes of wall time for the command" in new
     assert "The table:\n\n| agent | C_apx |" in new and "| rho | 1 \\| 2 |" in new
     assert "![The figure](../results/cpu/exp/fig.png)" in new
     assert update_blocks(new, tmp_path / "results", doc) == new
