@@ -10,7 +10,8 @@ for ``H = 64 .. 1024``, which should grow about linearly in ``H``.
 Run: ``python benchmarks/bench_oracle.py [--quick] [--help]``.
 Checks (exit 1 when one fails): both paths' best values agree to ``1e-9`` (relative);
 ``V = 4, H = 1024`` under 15 s; ``V = 16, H = 256`` under 120 s and 4 GB peak RSS.
-Times are wall clock on ``--threads`` torch threads (1 by default, as in sweep workers).
+Times are wall clock on ``--threads`` torch and BLAS threads (1 by default, as in sweep
+workers).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def _case(text: str) -> tuple[int, int]:
 def _child(vocab: int, horizon: int, gradient: str, threads: int) -> dict:
     """One search in this process; returns its numbers (printed as JSON by ``--child``)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from evaluation.oracle import best_in_class
     from ntp_envs import make_task
 
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # numpy's BLAS too (the KL-projection start's solves)
     task = make_task(ENV_ID, horizon=horizon, vocab_size=vocab, **TASK)
     start = time.perf_counter()
     result = best_in_class(task, gradient=gradient)

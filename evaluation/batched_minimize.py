@@ -1,12 +1,10 @@
-"""L-BFGS and Newton on several independent problems at once: batched evaluations.
+"""L-BFGS on several independent problems at once: batched evaluations.
 
 Each row of ``x (R, d)`` is its own minimisation of the same function; ``fun`` maps the rows
 still running to their values ``(r,)`` and gradients ``(r, d)``, so a costly objective that
 vectorises over parameters (the oracle's finite-state recursion) is called once per round
 instead of once per row. Rows stop on their own (early stop): gradient small, no further
-decrease to machine precision, or a failed line search. Newton (:func:`newton_batch`) takes
-its Hessian from forward differences of the exact gradient, all ``rows x d`` shifted points
-in one call: few iterations on an ill-conditioned problem where L-BFGS needs hundreds.
+decrease to machine precision, or a failed line search.
 """
 
 from __future__ import annotations
@@ -77,56 +75,6 @@ def minimize_batch(
             rho_hist.pop(0)
         iterations += moved.to(torch.int64)
         x, f, g = x_new, f_new, g_new
-        small = g.abs().amax(dim=1) <= gtol
-        flat = decrease <= ftol * torch.clamp(f.abs(), min=1.0)
-        active = active & ~failed & ~small & ~flat
-    return BatchResult(x, f, g.abs().amax(dim=1), iterations)
-
-
-def newton_batch(
-    fun: ValueGrad,
-    x0: Tensor,
-    *,
-    max_iter: int = 50,
-    gtol: float = 1e-12,
-    ftol: float = 1e-15,
-    eps: float = 1e-6,
-    max_backtracks: int = 40,
-) -> BatchResult:
-    """Minimise every row of ``x0 (R, d)`` by Newton steps with Armijo backtracking.
-
-    The Hessian is symmetrised forward differences of the gradient (step ``eps``); its
-    eigenvalues enter by absolute value and those below ``1e-10`` of the largest are
-    dropped (flat directions such as a softmax's shift invariance get no step). Stopping
-    rules as in :func:`minimize_batch`.
-    """
-    if x0.ndim != 2:
-        raise ValueError(f"x0 must have shape (R, d), got {tuple(x0.shape)}")
-    if max_iter < 0 or eps <= 0 or gtol < 0 or ftol < 0:
-        raise ValueError("max_iter >= 0, eps > 0, gtol >= 0 and ftol >= 0 required")
-    x = x0.detach().clone()
-    f, g = fun(x)
-    rows, dim = x.shape
-    iterations = torch.zeros(rows, dtype=torch.int64)
-    active = g.abs().amax(dim=1) > gtol
-    eye = torch.eye(dim, dtype=x.dtype)
-    for _ in range(max_iter):
-        idx = active.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        shifted = (x[idx, None, :] + eps * eye).reshape(-1, dim)
-        _, g_shift = fun(shifted)
-        hess = (g_shift.reshape(len(idx), dim, dim) - g[idx, None, :]) / eps
-        hess = 0.5 * (hess + hess.transpose(1, 2))
-        lam, vec = torch.linalg.eigh(hess)
-        size = lam.abs()
-        keep = size > 1e-10 * size.amax(dim=1, keepdim=True)
-        inv = torch.where(keep, 1.0 / torch.where(keep, size, 1.0), 0.0)
-        coef = (vec.transpose(1, 2) @ g[idx, :, None]).squeeze(2) * inv
-        direction = torch.zeros_like(x)
-        direction[idx] = -(vec @ coef[:, :, None]).squeeze(2)
-        x, f, g, failed, decrease = _backtrack(fun, x, f, g, direction, active, max_backtracks)
-        iterations += (active & ~failed).to(torch.int64)
         small = g.abs().amax(dim=1) <= gtol
         flat = decrease <= ftol * torch.clamp(f.abs(), min=1.0)
         active = active & ~failed & ~small & ~flat

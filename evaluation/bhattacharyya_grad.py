@@ -32,8 +32,11 @@ from evaluation.finite_state_dp import NEG
 
 __all__ = ["STORE_BYTES", "log_bhattacharyya_value_grad"]
 
-STORE_BYTES = 2**28
+STORE_BYTES = 2**30
 """Bytes of forward messages (and of one backward chunk) kept at once."""
+
+TINY = torch.finfo(torch.float64).tiny
+"""Floor of a rescaling factor: an all-zero message stays zero (and its log scale finite)."""
 
 
 def log_bhattacharyya_value_grad(
@@ -65,15 +68,16 @@ def log_bhattacharyya_value_grad(
     # forward: normalised alpha in layout (C, L, B, V) = [c, lo, b, hi]; s = hi * L + lo
     alpha = logp.new_zeros((n_ctx, n_lo, n_batch, vocab))
     alpha[:, 0, :, 0] = 1.0
-    log_scale = logp.new_zeros((n_ctx, n_batch))
+    scales: list[Tensor] = []  # the (C, B) rescaling factor of each step
     kept: dict[int, Tensor] = {}  # what the backward needs at h (store_all) or checkpoints
     for h in range(horizon):
         if not store_all and h % chunk == 0:
             kept[h] = alpha
-        alpha, log_n, keep = _forward_step(alpha, w_at(h), n_lo, vocab)
-        log_scale = log_scale + log_n
+        alpha, scale, keep = _forward_step(alpha, w_at(h), n_lo, vocab)
+        scales.append(scale)
         if store_all:
             kept[h] = keep
+    log_scale = torch.log(torch.stack(scales)).sum(dim=0)
     log_z = log_scale + torch.log(alpha.sum(dim=(1, 3)))  # (C, B)
     value = torch.logsumexp(log_z + log_mu[:, None], dim=0)  # (B,)
     ratio = torch.exp(log_z + log_mu[:, None] - value)  # r_c = mu_c BC_c / BC, (C, B)
@@ -90,9 +94,8 @@ def log_bhattacharyya_value_grad(
         for h in reversed(range(start, stop)):
             term, beta_raw = _backward_step(beta, keeps[h - start], w_at(h), n_lo, vocab)
             t = min(h, n_pos - 1)
-            visits[t] = term if t not in visits else visits[t] + term
-            top = beta_raw.amax(dim=(1, 3), keepdim=True)
-            beta = beta_raw / torch.where(top > 0, top, 1.0)
+            visits[t] = term if t not in visits else visits[t].add_(term)
+            beta = beta_raw.div_(beta_raw.amax(dim=(1, 3), keepdim=True).clamp_(min=TINY))
     grad = torch.zeros_like(logp)
     for t, acc in visits.items():
         if factored:  # (C, L, B, V) -> (B, C, L, V), then fold lo onto the learner's state
@@ -161,7 +164,7 @@ def _weights(logp: Tensor, logq: Tensor, t: int, t_p: int, t_q: int, factored: b
 
 def _forward_step(alpha: Tensor, w: _Weights, n_lo: int,
                   vocab: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``alpha T_h`` rescaled to a maximum of 1 per ``(c, b)``, the log of the scale, and what
+    """``alpha T_h`` rescaled to a maximum of 1 per ``(c, b)``, the scale ``(C, B)``, and what
     the backward needs at ``h``: ``alpha_h @ w_q`` when factored, else ``alpha_h``."""
     if w.learner is None:
         keep = alpha
@@ -169,10 +172,10 @@ def _forward_step(alpha: Tensor, w: _Weights, n_lo: int,
     else:
         keep = alpha @ w.expert
         flow = keep * w.learner
-    top = flow.amax(dim=(1, 3))  # (C, B)
+    top = flow.amax(dim=(1, 3)).clamp_(min=TINY)  # (C, B)
     out = _moves_to_states(flow, n_lo, vocab)
-    out.div_(torch.where(top > 0, top, 1.0)[:, None, :, None])
-    return out, torch.log(top), keep
+    out.div_(top[:, None, :, None])
+    return out, top, keep
 
 
 def _backward_step(beta: Tensor, keep: Tensor, w: _Weights, n_lo: int,
@@ -183,12 +186,12 @@ def _backward_step(beta: Tensor, keep: Tensor, w: _Weights, n_lo: int,
         beta_raw = (w.expert @ nxt.unsqueeze(-1)).squeeze(-1)
         term = keep.unsqueeze(-1) * w.expert * nxt.unsqueeze(-2)  # (C, L, B, V_hi, V_a)
         mass = (keep * beta_raw).sum(dim=(1, 3))
-        return term / torch.where(mass > 0, mass, 1.0)[:, None, :, None, None], beta_raw
+        return term.div_(mass.clamp_(min=TINY)[:, None, :, None, None]), beta_raw
     right = nxt * w.learner
     term = right * keep  # summed over hi already: sum_hi alpha(hi) w_q(hi, a) w_p(a) beta'(a)
     mass = term.sum(dim=(1, 3))
     beta_raw = right @ w.expert_t
-    return term / torch.where(mass > 0, mass, 1.0)[:, None, :, None], beta_raw
+    return term.div_(mass.clamp_(min=TINY)[:, None, :, None]), beta_raw
 
 
 def _moves_to_states(flow: Tensor, n_lo: int, vocab: int) -> Tensor:

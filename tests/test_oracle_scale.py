@@ -145,3 +145,20 @@ def test_large_problem_takes_the_bounded_memory_path(monkeypatch) -> None:
     kl_projection = LogLossBC().fit(task, None)
     h2_kl = finite_state_divergences(expert, kl_projection.finite_state(), log_mu)[0]
     assert result.hellinger2 < h2_kl - 1e-6
+
+
+def test_polish_preconditioner_whitens_the_autograd_hessian() -> None:
+    """At the search's optimum (H below the preconditioner's horizon, so the same objective),
+    ``M^T H M`` for the Hessian ``H`` by double autograd has eigenvalues 1 (whitened) or 0
+    (the softmax's flat directions)."""
+    from evaluation.oracle import _LinearClassObjective, _preconditioner
+
+    task = make_task(ENV, horizon=10, vocab_size=3, learner_memory=1, expert_memory=2,
+                     misspecification=0.7, task_seed=4)
+    centre = torch.tensor(best_in_class(task, num_random_starts=4, seed=0).theta)
+    transform, _ = _preconditioner(_LinearClassObjective(task), centre)
+    reference = _LinearClassObjective(task, gradient="autograd")
+    hess = torch.autograd.functional.hessian(lambda t: reference(t[None])[0], centre)
+    eig = torch.linalg.eigvalsh(transform.T @ hess @ transform)
+    assert torch.minimum((eig - 1).abs(), eig.abs()).max() < 1e-3
+    assert (eig - 1).abs().lt(1e-3).sum() >= task.learner_class.dim // 2
