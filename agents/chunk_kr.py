@@ -36,7 +36,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
-from agents.chunked_bc import MAX_MEMORY, chunk_agent_names, chunk_class, register_chunk_family
+from agents.chunked_bc import (
+    MAX_MEMORY,
+    chunk_agent_names,
+    chunk_class,
+    register_chunk_family,
+    saved_integers,
+)
 from agents.rho_estimator import check_tournament_chunk_size
 from ntp_envs.chunk_tables import ChunkModel, ChunkTables
 from ntp_envs.task import SequenceTask
@@ -109,12 +115,7 @@ class ChunkTablePolicy(FittedPolicy):
     @classmethod
     def from_arrays(cls, task: SequenceTask, arrays: dict[str, np.ndarray],
                     info: dict[str, Any]) -> ChunkTablePolicy:
-        ints = {}
-        for name in ("chunk_size", "memory"):
-            value = arrays.get(name)
-            if value is None or value.shape != (1,) or value.dtype.kind not in "iu":
-                raise ValueError(f"saved {name} must be one integer")
-            ints[name] = int(value[0])
+        ints = saved_integers(arrays, ("chunk_size", "memory"))
         logq, last = arrays.get("logq"), arrays.get("last")
         if logq is None or last is None:
             raise ValueError("saved chunk tables need logq and last")

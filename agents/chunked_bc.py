@@ -351,6 +351,17 @@ def _fit(active: IntArray, counts: FloatArray, chunks: ChunkClass, dim: int,
     return fit.theta, info
 
 
+def saved_integers(arrays: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, int]:
+    """The one-integer entries ``names`` of a saved policy (ValueError naming a bad one)."""
+    ints = {}
+    for name in names:
+        value = arrays.get(name)
+        if value is None or value.shape != (1,) or value.dtype.kind not in "iu":
+            raise ValueError(f"saved {name} must be one integer")
+        ints[name] = int(value[0])
+    return ints
+
+
 @register_policy_kind
 class ChunkPolicy(FittedPolicy):
     """A fitted chunk law ``(W, W_last)`` of a task's :class:`ChunkClass` (chunk by chunk)."""
@@ -374,12 +385,7 @@ class ChunkPolicy(FittedPolicy):
     @classmethod
     def from_arrays(cls, task: SequenceTask, arrays: dict[str, np.ndarray],
                     info: dict[str, Any]) -> ChunkPolicy:
-        ints = {}
-        for name in ("chunk_size", "memory"):
-            value = arrays.get(name)
-            if value is None or value.shape != (1,) or value.dtype.kind not in "iu":
-                raise ValueError(f"saved {name} must be one integer")
-            ints[name] = int(value[0])
+        ints = saved_integers(arrays, ("chunk_size", "memory"))
         chunks = chunk_class(task, ints["chunk_size"], ints["memory"])
         theta, theta_last = arrays.get("theta"), arrays.get("theta_last")
         for name, value, dim in (("theta", theta, chunks.dim),

@@ -20,7 +20,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -155,13 +155,16 @@ class ResultStore:
             self._create("results", RESULT_COLUMNS)
             self._create("oracle", ORACLE_COLUMNS)
             self._check_schema()
-        except sqlite3.DatabaseError as err:
-            self._conn.close()
+        except (sqlite3.DatabaseError, ValueError) as err:
+            self._close_and_raise(err)
+
+    def _close_and_raise(self, err: Exception) -> NoReturn:
+        """Close the connection and raise ``err`` (a ValueError naming the file for SQLite's)."""
+        self._conn.close()
+        if isinstance(err, sqlite3.DatabaseError):
             raise ValueError(f"{self.path} is not a readable result store: {err} "
                              "(left untouched)") from None
-        except ValueError:
-            self._conn.close()
-            raise
+        raise err
 
     def _open_readonly(self) -> None:
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -178,13 +181,8 @@ class ResultStore:
                 return
             except sqlite3.OperationalError:
                 self._conn.close()
-            except sqlite3.DatabaseError as err:
-                self._conn.close()
-                raise ValueError(f"{self.path} is not a readable result store: {err} "
-                                 "(left untouched)") from None
-            except ValueError:
-                self._conn.close()
-                raise
+            except (sqlite3.DatabaseError, ValueError) as err:
+                self._close_and_raise(err)
         raise ValueError(f"{self.path} is not a readable result store: SQLite cannot open it "
                          "read-only")
 
