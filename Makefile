@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: install run test lint bench clean chunking reproduce docs
+.PHONY: install run test lint bench clean chunking reproduce docs wheel-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	PYTHON=$(PYTHON) bash .ci/wheel_check.sh
 	$(BIN)/python -m pytest -q
+
+# The wheel, installed into a fresh venv outside the checkout, runs `ntp-bench` (part of test)
+wheel-check:
+	PYTHON=$(PYTHON) bash .ci/wheel_check.sh
 
 bench: install
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ntp_envs import archive
 from ntp_envs.archive import load_archive, save_archive
 from ntp_envs.sequence_model import (
     CountLaw,
@@ -102,21 +104,117 @@ def register_policy_kind(cls: type[FittedPolicy]) -> type[FittedPolicy]:
     return cls
 
 
-def load_policy(path: str | os.PathLike[str]) -> FittedPolicy:
-    """Load a policy saved by :meth:`FittedPolicy.save` (never unpickles)."""
-    from ntp_envs import make_task
+class _NextTokenModel(SequenceModel):
+    """The sequence-model view of a :class:`NextTokenPolicy`: every score, sample and
+    likelihood from the policy's ``next_token_logprobs``."""
 
-    arrays, meta = load_archive(path, "ntp-gym policy")
+    def __init__(self, policy: NextTokenPolicy) -> None:
+        self.policy = policy
+        self.vocab_size = policy.vocab_size
+        self.horizon = policy.horizon
+
+    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        return self.policy.next_token_logprobs(prompts, prefixes)
+
+
+class NextTokenPolicy(FittedPolicy):
+    """A policy that needs only :meth:`next_token_logprobs` (the plug-in path, docs/plugins.md).
+
+    Built as ``cls(task, info, **arrays)``: each numeric array becomes an attribute and is
+    what :meth:`save` writes (with ``info`` as JSON); :func:`load_policy` rebuilds the policy
+    the same way once its class is imported. Subclasses register themselves under ``kind``
+    (default ``plugin:<class name>``); a kind of another sort of policy is refused.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            cls.kind = f"plugin:{cls.__qualname__}"
+        taken = _POLICY_KINDS.get(cls.kind)
+        if taken is not None and not issubclass(taken, NextTokenPolicy):
+            raise TypeError(f"{cls.__qualname__}: policy kind {cls.kind!r} is taken by "
+                            f"{taken.__module__}:{taken.__qualname__}; set another kind")
+        register_policy_kind(cls)
+
+    def __init__(
+        self, task: SequenceTask, info: dict[str, Any] | None = None, **arrays: Any
+    ) -> None:
+        self.vocab_size, self.horizon = task.vocab_size, task.horizon
+        super().__init__(task, _NextTokenModel(self), info)
+        self._array_names: list[str] = []
+        for name, value in arrays.items():
+            if not name.isidentifier() or name.startswith("_") or hasattr(self, name):
+                raise ValueError(f"{type(self).__name__}: array name {name!r} must be a public "
+                                 "identifier that is not already an attribute of the policy")
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                raise ValueError(f"{type(self).__name__}: array {name!r} must be numeric "
+                                 f"(bool, int or float), got dtype {array.dtype}")
+            setattr(self, name, array)
+            self._array_names.append(name)
+
+    @abstractmethod
+    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        """Log-probabilities ``(B, V)`` of the token at position ``prefixes.shape[1]`` given
+        ``prompts (B, L)`` and ``prefixes (B, h)``; each row's exponentials sum to 1."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays given at construction (their current values)."""
+        return {name: np.asarray(getattr(self, name)) for name in self._array_names}
+
+    @classmethod
+    def from_arrays(
+        cls, task: SequenceTask, arrays: dict[str, np.ndarray], info: dict[str, Any]
+    ) -> NextTokenPolicy:
+        """``cls(task, info, **arrays)``."""
+        return cls(task, info, **arrays)
+
+
+def env_instance(env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """One text per env instance: the id and its canonical kwargs (defaults and rendering
+    dropped, :func:`ntp_envs.canonical_env_kwargs`) as JSON."""
+    from ntp_envs import canonical_env_kwargs
+
+    kwargs = json.loads(json.dumps(env_kwargs, sort_keys=True, default=repr))  # tuples: lists
+    return f"{env_id!r} {json.dumps(canonical_env_kwargs(env_id, kwargs), sort_keys=True)}"
+
+
+def load_policy(path: str | os.PathLike[str], task: SequenceTask | None = None) -> FittedPolicy:
+    """Load a policy saved by :meth:`FittedPolicy.save` (never unpickles, never imports).
+
+    Without ``task`` the file's env id must be a suite env (its metadata never names code to
+    import: a plug-in task's policy needs ``task``); with ``task`` the file's env id and
+    canonical kwargs must be the task's. ValueError naming ``path`` otherwise.
+    """
+    from ntp_envs import make_task, registered_env_ids
+
+    arrays, meta = load_archive(path, "ntp-gym policy", max_bytes=archive.MAX_POLICY_BYTES)
     if meta.get("format") != "ntp-gym-policy/1":
         raise ValueError(f"{path} is not an ntp-gym policy archive")
     kind = meta.get("kind")
-    if kind not in _POLICY_KINDS:
+    if not isinstance(kind, str) or kind not in _POLICY_KINDS:
         raise ValueError(f"{path}: unknown policy kind {kind!r}; known: {sorted(_POLICY_KINDS)}")
-    env_kwargs = meta.get("env_kwargs")
-    if not isinstance(env_kwargs, dict) or not isinstance(meta.get("env_id"), str):
-        raise ValueError(f"{path}: corrupt metadata (env_id/env_kwargs)")
-    task = make_task(meta["env_id"], **env_kwargs)
-    return _POLICY_KINDS[kind].from_arrays(task, arrays, dict(meta.get("info") or {}))
+    env_id, env_kwargs, info = meta.get("env_id"), meta.get("env_kwargs"), meta.get("info")
+    if not isinstance(env_kwargs, dict) or not isinstance(env_id, str) or not isinstance(
+            info, dict | None):
+        raise ValueError(f"{path}: corrupt metadata (env_id/env_kwargs/info)")
+    if task is None:
+        if env_id not in registered_env_ids():
+            raise ValueError(f"{path}: its env_id {env_id!r} is not a suite env "
+                             f"({', '.join(registered_env_ids())}); a policy file never names "
+                             "code to import: give --env (or the task) to build its task")
+        try:
+            task = make_task(env_id, **env_kwargs)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"{path}: its env kwargs do not build {env_id}: {err}") from None
+    elif (fitted := env_instance(env_id, env_kwargs)) != env_instance(task.env_id, task.params):
+        raise ValueError(f"{path} was fitted on {fitted}, not on the task given: "
+                         f"{env_instance(task.env_id, task.params)}")
+    try:
+        return _POLICY_KINDS[kind].from_arrays(task, arrays, dict(info or {}))
+    except (TypeError, IndexError, KeyError, AttributeError, OverflowError) as err:
+        raise ValueError(f"{path}: its arrays do not make a {kind} policy of {env_id} "
+                         f"({type(err).__name__}: {err})") from None
 
 
 class Agent(ABC):

@@ -17,9 +17,15 @@ they import a plug-in the same way: the module must be importable there too (ins
 
 from __future__ import annotations
 
+import hashlib
+import sys
+import weakref
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from agents.base import Agent
+from agents.base import Agent, agent_config
 from ntp_envs.plugins import (
     AGENT_GROUP,
     SPEC_FORMS,
@@ -29,10 +35,17 @@ from ntp_envs.plugins import (
     parse_spec,
 )
 
-__all__ = ["RHO_SELECT_PREFIX", "build_agent", "check_agent", "plugin_agent_names",
-           "resolve_agent"]
+__all__ = ["DEVICE_MODULES", "RHO_SELECT_PREFIX", "SUITE_PACKAGES", "agent_identity",
+           "build_agent", "check_agent", "plugin_agent_names", "resolve_agent", "source_digest",
+           "suite_version"]
 
 RHO_SELECT_PREFIX = "rho-select:"
+SUITE_PACKAGES = ("agents", "evaluation", "experts", "ntp_envs")
+"""Top-level packages of the suite: agents whose class lives elsewhere are plug-ins."""
+DEVICE_MODULES = ("agents.gpt",)
+_DIGESTS: weakref.WeakKeyDictionary[ModuleType, str] = weakref.WeakKeyDictionary()
+"""Suite modules whose agents run on the torch device named by ``$NTP_GYM_DEVICE``
+(``ntp-bench sweep --device``); plug-ins may too."""
 
 
 def plugin_agent_names() -> list[str]:
@@ -83,3 +96,60 @@ def check_agent(name: str, flag: str = "agent") -> None:
 
     if name not in AGENTS:
         make_agent(name, flag)
+
+
+def suite_version() -> str:
+    """The installed ntp-gym version (``unknown`` for a checkout that was never installed)."""
+    try:
+        return metadata.version("ntp-gym")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def source_digest(module_name: str) -> str:
+    """``sha256:<16 hex>`` of the source file of the imported module ``module_name`` (or
+    why there is none), read once per module object: the digest of the code this process
+    runs, even when the file is edited after it was imported."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return "not imported"
+    if module not in _DIGESTS:
+        path = getattr(module, "__file__", None)
+        try:
+            digest = ("no source file" if path is None else
+                      "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16])
+        except OSError as err:
+            digest = f"source unreadable ({type(err).__name__})"
+        _DIGESTS[module] = digest
+    return _DIGESTS[module]
+
+
+def _modules(agent: Agent) -> list[str]:
+    """The modules defining ``agent``'s class and, for rho-select, its candidates' classes."""
+    from agents.rho_select import RhoSelect
+
+    modules = [type(agent).__module__]
+    if isinstance(agent, RhoSelect):
+        from agents import make_agent
+
+        for name in agent.candidates:
+            try:
+                modules += _modules(make_agent(name))
+            except ValueError:  # a bad candidate: the fit fails with the message
+                continue
+    return list(dict.fromkeys(modules))
+
+
+def agent_identity(agent: Agent, device: str = "cpu") -> dict[str, Any]:
+    """What a sweep keys ``agent``'s rows by: :func:`agents.base.agent_config`, plus ``_code``
+    (``{"ntp-gym": version}`` and, per plug-in module, :func:`source_digest` of its file: an
+    edited plug-in keys new rows) and, for agents that may run on a torch device (those of
+    :data:`DEVICE_MODULES` and plug-ins), ``_device``. Settings never start with ``_``, so
+    neither key can clash with one."""
+    modules = _modules(agent)
+    plugins = [m for m in modules if m.partition(".")[0] not in SUITE_PACKAGES]
+    identity = {**agent_config(agent),
+                "_code": {"ntp-gym": suite_version(), **{m: source_digest(m) for m in plugins}}}
+    if plugins or any(m in DEVICE_MODULES for m in modules):
+        identity["_device"] = device
+    return identity

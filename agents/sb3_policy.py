@@ -195,10 +195,12 @@ class NeuralPolicy(FittedPolicy):
 
 
 def load_sb3_policy(
-    path: str | os.PathLike[str], seed: int | np.random.Generator | None = None
+    path: str | os.PathLike[str], seed: int | np.random.Generator | None = None,
+    task: SequenceTask | None = None,
 ) -> ImitationExpert:
-    """A policy saved by :meth:`FittedPolicy.save`, loaded as an SB3 ``BasePolicy``."""
-    return as_sb3_policy(load_policy(path), seed=seed)
+    """A policy saved by :meth:`FittedPolicy.save`, loaded as an SB3 ``BasePolicy`` (``task``:
+    as :func:`agents.base.load_policy`, needed for a plug-in task's policy)."""
+    return as_sb3_policy(load_policy(path, task), seed=seed)
 
 
 def bc_initialised_ppo(

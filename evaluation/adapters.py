@@ -24,16 +24,20 @@ read. The network is then rebuilt as an SB3 ``ActorCriticPolicy`` on the task's 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
 
+from ntp_envs import archive
+from ntp_envs.archive import check_inflated_size
 from ntp_envs.base import observation_space
 from ntp_envs.sequence_model import SequenceModel
 from ntp_envs.task import SequenceTask
@@ -117,8 +121,16 @@ class TorchLogitsModel(SequenceModel):
 def as_sequence_model(task: SequenceTask, policy: Any, *, causal: bool = False,
                       flag: str = "policy") -> SequenceModel:
     """``policy`` as a sequence model of ``task`` (module doc); one-line ValueError naming
-    ``flag`` for an object no adapter takes or a vocabulary/horizon that is not the task's."""
+    ``flag`` for an object no adapter takes, a vocabulary/horizon that is not the task's, or a
+    suite policy fitted on another env instance."""
     if isinstance(policy, SequenceModel):
+        from agents.base import FittedPolicy, env_instance
+
+        if isinstance(policy, FittedPolicy):  # a suite policy's law is its own task's
+            fitted = env_instance(policy.task.env_id, policy.task.params)
+            if fitted != env_instance(task.env_id, task.params):
+                raise ValueError(f"{flag}: the policy was fitted on {fitted}, not on the task "
+                                 f"given: {env_instance(task.env_id, task.params)}")
         check_shape(task, policy.vocab_size, policy.horizon, flag)
         return policy
     if callable(getattr(policy, "next_token_logprobs", None)):
@@ -151,6 +163,36 @@ def _nvec(space: Any) -> list[int] | None:
 def _n(space: Any) -> int | None:
     n = getattr(space, "n", None)
     return None if n is None else int(n)
+
+
+def _saved_int(value: Any, what: str, flag: str) -> int:
+    """An integer read from a saved file (a whole number, JSON or numpy; text of one), or a
+    one-line ValueError naming ``flag``."""
+    if isinstance(value, str | np.str_):
+        text = str(value).strip()
+        if re.fullmatch(r"[+-]?\d{1,18}", text):
+            return int(text)
+    elif isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    elif isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+        return int(value)
+    raise ValueError(f"{flag}: the saved {what} holds {str(value)[:40]!r}, not a whole number")
+
+
+def _saved_nvec(value: Any, flag: str) -> list[int] | None:
+    """A saved observation space's ``nvec`` (SB3's JSON text ``"[4 5 3]"`` or an array)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) > 2**16:
+            raise ValueError(f"{flag}: the saved observation nvec is {len(value)} characters long")
+        parts = value.strip().removeprefix("[").removesuffix("]").split()
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "iuf" and value.size <= 2**16:
+        parts = list(value.ravel())
+    else:
+        raise ValueError(f"{flag}: the saved observation nvec is a {type(value).__name__}, "
+                         "not a list of whole numbers")
+    return [_saved_int(v, "observation nvec", flag) for v in parts]
 
 
 def _describe(nvec: list[int], prompt_length: int) -> str:
@@ -236,17 +278,29 @@ def restricted_torch_load(source: Any) -> Any:
                    pickle_module=_RestrictedPickleModule)  # type: ignore[arg-type]
 
 
-def _module_state(node: Any, prefix: str = "") -> dict[str, th.Tensor]:
+MAX_MODULE_DEPTH = 64
+"""Deepest nesting of submodules read from a pickled module."""
+
+
+def _module_state(node: Any, prefix: str = "", depth: int = 0) -> dict[str, th.Tensor]:
     """The ``state_dict`` of a pickled ``nn.Module`` recorded as :class:`Opaque` objects."""
     out: dict[str, th.Tensor] = {}
+    if depth > MAX_MODULE_DEPTH:
+        raise ValueError(f"its modules nest deeper than {MAX_MODULE_DEPTH} ({prefix[:60]}...)")
     for group in ("_parameters", "_buffers"):
-        for name, tensor in (node.get(group) or {}).items():
+        for name, tensor in _entries(node.get(group)):
             if isinstance(tensor, th.Tensor):
                 out[prefix + name] = tensor.detach()
-    for name, child in (node.get("_modules") or {}).items():
+    for name, child in _entries(node.get("_modules")):
         if isinstance(child, Opaque):
-            out.update(_module_state(child, f"{prefix}{name}."))
+            out.update(_module_state(child, f"{prefix}{name}.", depth + 1))
     return out
+
+
+def _entries(value: Any) -> list[tuple[str, Any]]:
+    """The string-keyed items of a recorded dict (``[]`` for anything else)."""
+    return [(k, v) for k, v in value.items() if isinstance(k, str)] if isinstance(
+        value, dict) else []
 
 
 _ACTIVATION = re.compile(r"torch\.nn\.modules\.activation\.(\w+)")
@@ -259,10 +313,40 @@ def _activation_name(value: Any) -> str | None:
     return found.group(1) if found else None
 
 
-def _widths(state: dict[str, th.Tensor], net: str) -> list[int]:
-    layers = sorted((int(m.group(1)), tensor.shape[0]) for key, tensor in state.items()
-                    if (m := re.fullmatch(rf"mlp_extractor\.{net}\.(\d+)\.weight", key)))
-    return [width for _, width in layers]
+def _widths(state: dict[str, th.Tensor], net: str, features: int, flag: str) -> list[int]:
+    """The layer widths of ``mlp_extractor.{net}``, each layer taking the previous one's outputs
+    (the first the task's ``features``): checked before any network is built."""
+    layers = sorted((int(m.group(1)), key) for key in state
+                    if (m := re.fullmatch(rf"mlp_extractor\.{net}\.(\d{{1,6}})\.weight", key)))
+    widths: list[int] = []
+    inputs = features
+    for _, key in layers:
+        shape = tuple(state[key].shape)
+        if len(shape) != 2 or shape[1] != inputs:
+            raise ValueError(f"{flag}: the saved layer {key} has shape {list(shape)}: it takes "
+                             f"{shape[-1] if shape else 0} inputs, {inputs} expected (the task's "
+                             f"observation encoding has {features} one-hot features: another "
+                             "vocabulary, horizon or prompt law?)")
+        widths.append(inputs := shape[0])
+    return widths
+
+
+def _check_state(state: Any, flag: str) -> dict[str, th.Tensor]:
+    """``state`` if it is a state dict of finite floating-point tensors (at most 2-d), else a
+    one-line ValueError naming ``flag``."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{flag}: the saved state_dict is a {type(state).__name__}, not a dict "
+                         "of tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, th.Tensor):
+            raise ValueError(f"{flag}: the saved state_dict maps {str(key)[:40]!r} to a "
+                             f"{type(value).__name__}, not a tensor")
+        if not value.is_floating_point() or value.dim() not in (1, 2):
+            raise ValueError(f"{flag}: the saved weight {key!r} is a {value.dim()}-d "
+                             f"{value.dtype} tensor, not a 1-d or 2-d float one")
+        if not bool(th.isfinite(value).all()):
+            raise ValueError(f"{flag}: the saved weight {key!r} is not finite")
+    return state
 
 
 def _actor_critic(task: SequenceTask, state: dict[str, th.Tensor], activation: str | None,
@@ -274,6 +358,7 @@ def _actor_critic(task: SequenceTask, state: dict[str, th.Tensor], activation: s
 
     from agents.sb3_policy import ACTIVATIONS
 
+    state = _check_state(state, flag)
     if "action_net.weight" not in state:
         raise ValueError(f"{flag}: the saved weights are not an SB3 actor-critic policy's "
                          f"(no action_net; keys {sorted(state)[:6]})")
@@ -282,9 +367,11 @@ def _actor_critic(task: SequenceTask, state: dict[str, th.Tensor], activation: s
         raise ValueError(f"{flag}: activation {activation!r} is not one of {ACTIVATIONS}")
     n_actions = int(state["action_net.weight"].shape[0])
     check_spaces(task, None, n_actions, flag)
+    features = int(np.sum(observation_space(task).nvec))
     policy = ActorCriticPolicy(
         observation_space(task), spaces.Discrete(task.vocab_size), lr_schedule=lambda _: 0.0,
-        net_arch={"pi": _widths(state, "policy_net"), "vf": _widths(state, "value_net")},
+        net_arch={"pi": _widths(state, "policy_net", features, flag),
+                  "vf": _widths(state, "value_net", features, flag)},
         activation_fn=getattr(th.nn, activation), features_extractor_class=FlattenExtractor)
     expected = policy.state_dict()
     wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
@@ -299,45 +386,95 @@ def _actor_critic(task: SequenceTask, state: dict[str, th.Tensor], activation: s
     return policy
 
 
+MAX_SB3_DATA_BYTES = 2**24
+"""Most bytes an SB3 ``.zip``'s JSON ``data`` entry may inflate to (16 MiB; SB3 writes KiBs)."""
+
+
 def _load_sb3_zip(task: SequenceTask, path: Path, flag: str) -> Any:
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        if not {"data", "policy.pth"} <= names:
-            raise ValueError(f"{flag}: {path} is a zip but not an SB3 model (needs data and "
-                             f"policy.pth, has {sorted(names)})")
-        data = json.loads(archive.read("data"))
-        with archive.open("policy.pth") as handle:
-            state = th.load(handle, map_location="cpu", weights_only=True)
-    spaces = {k: data.get(k) or {} for k in ("observation_space", "action_space")}
-    nvec = spaces["observation_space"].get("nvec")
+    try:
+        with zipfile.ZipFile(path) as zipped:
+            names = set(zipped.namelist())
+            if not {"data", "policy.pth"} <= names:
+                raise ValueError(f"{flag}: {path} is a zip but not an SB3 model (needs data and "
+                                 f"policy.pth, has {sorted(names)[:8]})")
+            check_inflated_size(zipped, archive.MAX_POLICY_BYTES, {"data": MAX_SB3_DATA_BYTES})
+            with zipped.open("data") as handle:
+                text = handle.read(zipped.getinfo("data").file_size)
+            with zipped.open("policy.pth") as handle:
+                try:
+                    state = th.load(handle, map_location="cpu", weights_only=True)
+                except Exception as err:  # noqa: BLE001 - a refused or damaged pickle
+                    raise ValueError(f"{flag}: {path}: its policy.pth is not a file of weights "
+                                     f"({type(err).__name__}: {_first_line(err)})") from None
+            if not isinstance(state, dict):
+                raise ValueError(f"{flag}: {path}: its policy.pth holds a "
+                                 f"{type(state).__name__}, not a state dict of weights")
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        raise ValueError(f"{flag}: {path} is a damaged zip ({type(err).__name__}: "
+                         f"{_first_line(err)})") from None
+    except ValueError as err:
+        if str(err).startswith(flag):
+            raise
+        raise ValueError(f"{flag}: {path}: {err}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{flag}: {path}: its data entry is not JSON ({err})") from None
+    spaces = {k: data.get(k) or {} for k in ("observation_space", "action_space",
+                                             "policy_kwargs")} if isinstance(data, dict) else {}
+    if not spaces or not all(isinstance(v, dict) for v in spaces.values()):
+        raise ValueError(f"{flag}: {path}: its data entry does not describe an SB3 model (an "
+                         "object whose observation_space, action_space and policy_kwargs are "
+                         "objects)")
     n = spaces["action_space"].get("n")
-    check_spaces(task, None if nvec is None else [int(v) for v in nvec.strip("[]").split()],
-                 None if n is None else int(n), flag)
-    kwargs = data.get("policy_kwargs") or {}
-    return _actor_critic(task, state, _activation_name(kwargs.get("activation_fn")), flag)
+    check_spaces(task, _saved_nvec(spaces["observation_space"].get("nvec"), flag),
+                 None if n is None else _saved_int(n, "action space n", flag), flag)
+    activation = _activation_name(spaces["policy_kwargs"].get("activation_fn"))
+    return _actor_critic(task, state, activation, flag)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def _load_torch_policy(task: SequenceTask, path: Path, flag: str) -> Any:
+    size = path.stat().st_size
+    if size > archive.MAX_POLICY_BYTES:
+        raise ValueError(f"{flag}: {path} holds {size} bytes, at most "
+                         f"{archive.MAX_POLICY_BYTES} bytes allowed for a policy file")
     try:
+        if zipfile.is_zipfile(path):  # torch's own format: a zip of the pickle and tensors
+            with zipfile.ZipFile(path) as zipped:
+                check_inflated_size(zipped, archive.MAX_POLICY_BYTES)
         saved = restricted_torch_load(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file becomes one line
         raise ValueError(f"{flag}: {path} is not a torch-saved policy ({type(err).__name__}: "
-                         f"{err})") from None
+                         f"{_first_line(err)})") from None
     if isinstance(saved, dict) and "state_dict" in saved:  # SB3 BasePolicy.save
-        state, data = saved["state_dict"], saved.get("data") or {}
+        state, data = saved["state_dict"], saved.get("data")
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ValueError(f"{flag}: {path}: its data is a {type(data).__name__}, not the "
+                             "dict SB3's policy.save writes")
         activation = _activation_name(data.get("activation_fn"))
         obs, act = data.get("observation_space"), data.get("action_space")
     elif isinstance(saved, Opaque):  # a whole pickled module (imitation's save_policy)
-        state = _module_state(saved)
+        try:
+            state = _module_state(saved)
+        except ValueError as err:
+            raise ValueError(f"{flag}: {path}: {err}") from None
         activation = _activation_name(saved.get("activation_fn"))
         obs, act = saved.get("observation_space"), saved.get("action_space")
     else:
         raise ValueError(f"{flag}: {path} holds a {type(saved).__name__}, not a saved policy")
     nvec = obs.get("nvec") if isinstance(obs, Opaque) else None
     n = act.get("n") if isinstance(act, Opaque) else None
-    check_spaces(task, None if nvec is None else [int(v) for v in np.ravel(nvec)],
-                 None if n is None else int(n), flag)
-    return _actor_critic(task, dict(state), activation, flag)
+    if isinstance(nvec, th.Tensor):
+        nvec = nvec.numpy()
+    check_spaces(task, _saved_nvec(nvec, flag),
+                 None if n is None else _saved_int(n, "action space n", flag), flag)
+    return _actor_critic(task, state, activation, flag)
 
 
 def load_policy_file(path: str | os.PathLike[str], task: SequenceTask | None,
@@ -350,14 +487,21 @@ def load_policy_file(path: str | os.PathLike[str], task: SequenceTask | None,
     if path.suffix == ".npz":
         from agents.base import load_policy
 
-        policy = load_policy(path)
-        if task is None:
-            return policy, policy.task, "suite"
-        return as_sequence_model(task, policy, flag=flag), task, "suite"
+        try:
+            policy = load_policy(path, task)  # the file's task: never built from its metadata
+        except ValueError as err:
+            raise ValueError(f"{flag}: {err}") from None
+        return as_sequence_model(policy.task, policy, flag=flag), policy.task, "suite"
     if task is None:
         raise ValueError(f"{flag}: {path.name} does not name its task: give --env")
-    if zipfile.is_zipfile(path) and path.suffix == ".zip":
-        model = _load_sb3_zip(task, path, flag)
-        return as_sequence_model(task, model, flag=flag), task, "sb3-zip"
-    model = _load_torch_policy(task, path, flag)
-    return as_sequence_model(task, model, flag=flag), task, "torch-policy"
+    kind = "sb3-zip" if zipfile.is_zipfile(path) and path.suffix == ".zip" else "torch-policy"
+    try:
+        if kind == "sb3-zip":
+            model = _load_sb3_zip(task, path, flag)
+        else:
+            model = _load_torch_policy(task, path, flag)
+        return as_sequence_model(task, model, flag=flag), task, kind
+    except (AttributeError, TypeError, IndexError, KeyError, OverflowError, RecursionError,
+            RuntimeError) as err:  # a file shaped in a way no check above foresaw
+        raise ValueError(f"{flag}: {path} is not a readable policy ({type(err).__name__}: "
+                         f"{_first_line(err)})") from None

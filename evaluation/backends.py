@@ -15,14 +15,16 @@ BLAS/OpenMP pools limited to one thread), so a task computes the same bits where
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ipaddress
 import multiprocessing
 import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from agents.base import DEVICE_ENV
@@ -164,50 +166,250 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+_STARTED: Any = None  # in a pool worker: the queue on which it announces each task it starts
+
+
+def _init_pool_worker(driver: int, environ: dict[str, str | None], started: Any) -> None:
+    """Pool initializer: :func:`init_worker`, and remember the pool's ``started`` queue."""
+    global _STARTED
+    init_worker(driver, environ)
+    _STARTED = started
+
+
+def _run_announced(token: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a pool worker, announcing ``token`` on the pool's queue first."""
+    if _STARTED is not None:
+        _STARTED.put(token)
+    return fn(*args)
+
+
+class _Pool:
+    """A process pool, and the queue on which its workers announce the tasks they start."""
+
+    def __init__(self, workers: int) -> None:
+        context = _pool_context()
+        device = {DEVICE_ENV: os.environ.get(DEVICE_ENV)}  # now, not when the server started
+        self.started_queue = context.SimpleQueue()
+        self.started: set[int] = set()
+        self.broken = self.closed = False
+        self.executor = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_pool_worker,
+            initargs=(os.getpid(), device, self.started_queue))
+
+    def drain(self) -> None:
+        """Move the announcements waiting on the queue into :attr:`started` (keeps the pipe
+        from filling up)."""
+        while not self.started_queue.empty():
+            self.started.add(self.started_queue.get())
+
+    def is_broken(self) -> bool:
+        """Whether a worker died and took the pool down (a dead pool refuses new work)."""
+        if not self.broken:
+            try:
+                self.executor.submit(int).cancel()
+            except BrokenProcessPool:
+                self.broken = True
+        return self.broken
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop the pool (after its last announcements were read, when ``wait``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.executor.shutdown(wait=wait, cancel_futures=True)
+        if wait:
+            self.drain()
+        self.started_queue.close()
+
+
+class _Task:
+    """A handle of :class:`LocalBackend`: one task, wherever it currently runs."""
+
+    __slots__ = ("args", "error", "fn", "future", "pool", "settled", "suspect", "token", "value")
+
+    def __init__(self, token: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.token, self.fn, self.args = token, fn, args
+        self.future: cf.Future | None = None
+        self.pool: _Pool | None = None
+        self.suspect = False  # was running when a worker died: reruns alone, once
+        self.settled = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def settle(self, value: Any, error: BaseException | None) -> None:
+        self.settled, self.value, self.error = True, value, error
+
+
+MAX_FRUITLESS_RESTARTS = 3
+"""Pool restarts in a row with no task finishing before :class:`LocalBackend` gives up."""
+
+
 class LocalBackend(Backend):
-    """A process pool on this machine (``forkserver`` context, single-threaded workers)."""
+    """A process pool on this machine (``forkserver`` context, single-threaded workers).
+
+    A worker that dies (``kill -9``, the out-of-memory killer, a crash in native code) takes
+    the whole pool down with it. The backend then starts a fresh pool and resubmits every
+    unfinished task; those that were running when the worker died (one of them killed it,
+    the pool cannot tell which) are rerun once, each on its own in a one-worker pool. Only a
+    task whose worker dies there too fails (``BrokenProcessPool``); every other task
+    completes as if nothing had happened.
+    """
 
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
         super().__init__(workers)
-        self._pool: cf.ProcessPoolExecutor | None = None
+        self._pool: _Pool | None = None
+        self._alone: _Pool | None = None  # runs suspects one at a time
+        self._tasks: dict[int, _Task] = {}  # submitted, not yet reported, by token
+        self._next = 0
+        self._fruitless = 0  # pool restarts since a task last finished
 
     def start(self, tasks: int) -> None:
         if self._pool is None:
             self.parallelism = max(1, min(self.workers or available_cores(), tasks))
-            self._pool = self._new_pool()
+            self._pool = _Pool(self.parallelism)
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        device = {DEVICE_ENV: os.environ.get(DEVICE_ENV)}  # now, not when the server started
-        return cf.ProcessPoolExecutor(max_workers=self.parallelism, mp_context=_pool_context(),
-                                      initializer=init_worker, initargs=(os.getpid(), device))
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
         if self._pool is None:
             self.start(self.workers or available_cores())
-        assert self._pool is not None
-        try:
-            return self._pool.submit(fn, *args)
-        except BrokenProcessPool:  # a worker died (e.g. killed for memory): start afresh
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            return self._pool.submit(fn, *args)
+        self._next += 1
+        task = _Task(self._next, fn, args)
+        self._tasks[task.token] = task
+        self._dispatch(task)
+        return task
+
+    def _dispatch(self, task: _Task) -> None:
+        """Submit ``task`` to the main pool, or alone to the one-worker pool if a suspect."""
+        while True:
+            if task.suspect:
+                self._alone = self._alone or _Pool(1)
+                pool = self._alone
+            else:
+                self._pool = self._pool or _Pool(self.parallelism)
+                pool = self._pool
+            try:
+                task.future = pool.executor.submit(_run_announced, task.token, task.fn,
+                                                   *task.args)
+            except BrokenProcessPool:
+                pool.broken = True
+                self._recover(pool)
+                if task.settled:
+                    return
+                continue
+            task.pool = pool
+            return
+
+    def _recover(self, pool: _Pool) -> None:
+        """Replace the broken ``pool`` and resubmit its unfinished tasks (see the class)."""
+        if pool is self._pool:
+            self._pool = None
+        if pool is self._alone:
+            self._alone = None
+        pool.shutdown(wait=True)  # every one of its futures is done after this
+        self._fruitless += 1
+        victims = [t for t in self._tasks.values() if t.pool is pool and not t.settled
+                   and t.future is not None and t.future.done()
+                   and isinstance(t.future.exception(), BrokenProcessPool)]
+        for task in victims:
+            task.pool, task.future = None, None
+        for task in victims:
+            if task.token in pool.started and task.suspect:  # died again, alone: its fault
+                task.settle(None, BrokenProcessPool(
+                    "its worker process died while running it, twice (the second time "
+                    "alone): killed (e.g. by the out-of-memory killer) or crashed"))
+                self._fruitless = 0
+            elif self._fruitless > MAX_FRUITLESS_RESTARTS:
+                task.settle(None, BrokenProcessPool(
+                    f"the process pool broke {self._fruitless} times in a row with no task "
+                    "finishing (workers die on start?)"))
+            else:
+                task.suspect = task.suspect or task.token in pool.started
+                self._dispatch(task)
 
     def wait(self, handles: Collection[Any]) -> list[Outcome]:
         if not handles:
             raise ValueError("wait() needs at least one pending handle")
-        done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
-        outcomes: list[Outcome] = []
-        for future in done:
-            error = future.exception()
-            outcomes.append((future, None if error else future.result(), error))
-        return outcomes
+        tasks = list(handles)
+        while True:
+            for pool in (self._pool, self._alone):
+                if pool is not None:
+                    pool.drain()
+            settled = [t for t in tasks if t.settled]
+            if settled:
+                for task in settled:
+                    self._tasks.pop(task.token, None)
+                if self._alone is not None and not any(
+                        t.pool is self._alone for t in self._tasks.values()):
+                    self._alone.shutdown(wait=False)
+                    self._alone = None
+                return [(t, t.value, t.error) for t in settled]
+            by_future = {t.future: t for t in tasks}
+            done, _ = cf.wait(by_future, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                task = by_future[future]
+                if task.future is not future:  # resubmitted by a recovery in this loop
+                    continue
+                error = future.exception()
+                if (isinstance(error, BrokenProcessPool) and task.pool is not None
+                        and task.pool.is_broken()):
+                    self._recover(task.pool)
+                else:
+                    task.settle(None if error else future.result(), error)
+                    self._fruitless = 0
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._alone):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._alone = None
+        self._tasks.clear()
+
+
+LOOPBACK = "127.0.0.1"
+RAY_TASK_RETRIES = 3
+"""How often Ray reruns a task whose worker process or node died (not one that raised)."""
+RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def is_loopback_address(address: str) -> bool:
+    """Whether ``address`` (``host:port``, ``host``) names this machine's loopback interface."""
+    host = address.strip()
+    if host.startswith("["):  # [::1]:6379
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:  # 127.0.0.1:6379 (a bare IPv6 address has more colons)
+        host = host.split(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextmanager
+def ray_on_loopback() -> Iterator[None]:
+    """While Ray starts or connects: keep a loopback address (127.0.0.1, localhost) as given.
+
+    Ray 2.60 replaces a loopback node address or cluster address by this host's interface
+    address (``ray._private.services.resolve_ip_for_localhost``) unless its single-machine
+    switch is on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once into
+    ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``). This sets both, for this process and
+    the Ray processes started meanwhile, and restores them afterwards.
+    """
+    from ray._private import ray_constants
+
+    flag, env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(RAY_SINGLE_MACHINE_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[RAY_SINGLE_MACHINE_ENV] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = flag
+        if env is None:
+            os.environ.pop(RAY_SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[RAY_SINGLE_MACHINE_ENV] = env
 
 
 class RayBackend(Backend):
@@ -239,15 +441,19 @@ class RayBackend(Backend):
         ray = self._ray
         if not ray.is_initialized():
             if self.address is None:
-                ray.init(num_cpus=self.workers or available_cores(), include_dashboard=False,
-                         logging_level="WARNING")
+                with ray_on_loopback():
+                    ray.init(num_cpus=self.workers or available_cores(),
+                             _node_ip_address=LOOPBACK, include_dashboard=False,
+                             logging_level="WARNING")
             else:  # a remote cluster does not inherit this process's environment
                 env = {DEVICE_ENV: os.environ[DEVICE_ENV]} if DEVICE_ENV in os.environ else {}
-                ray.init(address=self.address, logging_level="WARNING",
-                         runtime_env={"env_vars": env} if env else None)
+                with ray_on_loopback() if is_loopback_address(self.address) else nullcontext():
+                    ray.init(address=self.address, logging_level="WARNING",
+                             runtime_env={"env_vars": env} if env else None)
             self._owns_ray = True
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._remote = ray.remote(num_cpus=1)(call_in_worker)
+        # a task whose worker or node dies is rerun elsewhere (an error it raises is not)
+        self._remote = ray.remote(num_cpus=1, max_retries=RAY_TASK_RETRIES)(call_in_worker)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._remote is None:

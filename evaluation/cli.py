@@ -411,6 +411,7 @@ class SweepPlan:
     out: Path
     progress: bool
     device: str | None = None
+    recompute: bool = False
 
 
 def _check_out(text: str | None, preset: str | None) -> Path:
@@ -442,9 +443,10 @@ def _plan(args: argparse.Namespace) -> SweepPlan:
             device = str(parse_device(args.device.strip(), "--device"))
         except ValueError as err:
             raise UsageError(str(err)) from None
+        configs = [dataclasses.replace(config, device=device) for config in configs]
     out = _check_out(args.out, args.preset)
     backend = _backend_from_args(args)
-    return SweepPlan(configs, backend, out, not args.quiet, device)
+    return SweepPlan(configs, backend, out, not args.quiet, device, args.recompute)
 
 
 def plan_sweep(argv: Sequence[str]) -> SweepPlan:
@@ -494,7 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (host:port or auto); "
                                          "default: start a local Ray instance")
     sweep.add_argument("--device", help="torch device of the neural agents (cpu, cuda, cuda:1, "
-                                        "mps); default: $NTP_GYM_DEVICE or cpu")
+                                        "mps); default: $NTP_GYM_DEVICE or cpu. Part of the "
+                                        "rows' key of the agents that use it (GPT, plug-ins)")
+    sweep.add_argument("--recompute", action="store_true",
+                       help="fit and score again the jobs already stored under the same key "
+                            "(replacing their rows), e.g. after editing a plug-in in place")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     report = sub.add_parser("report", help="re-export CSV, plot and summary from a store")
     report.add_argument("--out", required=True, help="folder holding results.sqlite")
@@ -523,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with ResultStore(output_paths(plan.out)["store"]) as store, plan.backend:
                 keys = run_sweep(plan.configs, store, backend=plan.backend,
-                                 progress=plan.progress)
+                                 progress=plan.progress, recompute=plan.recompute)
             return _report(plan.out, keys, console)
         except (OSError, sqlite3.OperationalError) as err:  # e.g. the disk is full
             raise ValueError(f"--out {plan.out}: {getattr(err, 'strerror', None) or err}") \

@@ -14,8 +14,11 @@ with ``--out`` it is written to ``OUT/results.sqlite`` beside sweep rows.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,35 @@ def _int(flag: str, text: str, low: int) -> int:
     return value
 
 
+def _check_out(text: str) -> Path:
+    """The ``--out`` folder, checked before anything is written: one-line ValueError when it is
+    empty, a file, below a file, not writable, or a name the file system refuses."""
+    if not text.strip():
+        raise ValueError(f"--out must name a folder, got {text!r}")
+    out = Path(text)
+    shown = f"{text[:80]!r}{'...' if len(text) > 80 else ''}"
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+        store = out / "results.sqlite"
+        store_read_only = store.exists() and not os.access(store, os.W_OK)
+        name_max = os.pathconf(existing, "PC_NAME_MAX") if existing.is_dir() else None
+    except OSError as err:  # e.g. ENAMETOOLONG: a name longer than the file system allows
+        raise ValueError(f"--out {shown}: {err.strerror or err}") from None
+    new_parts = out.absolute().parts[len(existing.absolute().parts):]  # folders to create
+    if name_max is not None and any(len(os.fsencode(p)) > name_max for p in new_parts):
+        raise ValueError(f"--out {shown}: {os.strerror(errno.ENAMETOOLONG)} (a name of more "
+                         f"than {name_max} bytes)")
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable ({existing} is read-only)")
+    if store_read_only:
+        raise ValueError(f"--out {out}: its store {store} is read-only")
+    return out
+
+
 def _cell(value: Any, stderr: Any = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -91,6 +123,7 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     numbers = {"seed": _int("--seed", args.seed, 0), "n_train": _int("--n-train", args.n_train, -1),
                "eval_samples": _int("--eval-samples", args.eval_samples, 2),
                "oracle_starts": _int("--oracle-starts", args.oracle_starts, 1)}
+    out = None if args.out is None else _check_out(args.out)
     task = None
     if args.env is not None:
         try:
@@ -102,15 +135,18 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     model, task, kind = load_policy_file(args.policy, task, "--policy")
     label = args.label or Path(args.policy).name
     config = {"file": str(Path(args.policy).resolve()), "format": kind}
-    if args.out is None:
+    if out is None:
         row = score(task, model, label=label, config=config, flag="--policy", **numbers)
     else:
-        with ResultStore(output_paths(args.out)["store"]) as store:
-            row = score(task, model, label=label, config=config, flag="--policy", store=store,
-                        **numbers)
+        try:
+            with ResultStore(output_paths(out)["store"]) as store:
+                row = score(task, model, label=label, config=config, flag="--policy",
+                            store=store, **numbers)
+        except (OSError, sqlite3.Error) as err:  # e.g. the disk is full
+            raise ValueError(f"--out {out}: {getattr(err, 'strerror', None) or err}") from None
     _print_row(console, row)
-    if args.out is not None:
-        console.print(f"wrote the row to {output_paths(args.out)['store']}")
+    if out is not None:
+        console.print(f"wrote the row to {output_paths(out)['store']}")
     return 0 if row["status"] == "ok" else 1
 
 

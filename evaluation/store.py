@@ -7,9 +7,12 @@ store is a ValueError and is left untouched.
 
 A row's identity (its key, and the key of its best-in-class value) holds every setting that
 can change its numbers: the instance (``env_id`` and the canonical ``env_kwargs``), ``horizon``,
-``agent`` and the agent's own settings (``agent_config``), ``seed``, ``n_train``,
-``eval_samples`` and ``oracle_starts``; each is also a column. Rows of a store written before
-a setting was keyed have it NULL, and summaries keep them apart from the rest.
+``agent`` and its identity (``agent_config``: its settings, the code that fits it, and the
+torch device where it runs on one; :func:`agents.plugins.agent_identity`), ``seed``,
+``n_train``, ``eval_samples`` and ``oracle_starts``; each is also a column. Numbers are
+canonical (``1.0`` and ``1`` key one row). Rows of a store written before a setting was keyed
+have it NULL (or an ``agent_config`` without ``_code``): they are not reused, and summaries
+keep them apart from the rest.
 """
 
 from __future__ import annotations
@@ -88,9 +91,22 @@ ORACLE_COLUMNS: dict[str, str] = {
 ADDED_ORACLE_COLUMNS = ("oracle_starts",)
 
 
+def canonical_numbers(value: Any) -> Any:
+    """``value`` (JSON data) with every integral float written as an int (``1.0`` -> ``1``,
+    booleans kept), so equal numbers have one text."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: canonical_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical_numbers(item) for item in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
-    """Stable JSON text (sorted keys) used in keys and the ``env_kwargs`` column."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """Stable JSON text (sorted keys, :func:`canonical_numbers`) used in keys and the
+    ``env_kwargs`` column."""
+    return json.dumps(canonical_numbers(value), sort_keys=True, separators=(",", ":"))
 
 
 def job_key(env_id: str, env_kwargs: dict[str, Any], horizon: int, agent: str, seed: int,

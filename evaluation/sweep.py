@@ -3,7 +3,10 @@
 A job is keyed by every setting that can change its numbers: ``(env_id, env_kwargs, horizon,
 agent, seed, n_train, eval_samples, oracle_starts, agent_config)`` (``n_train = 0`` means a
 population fit on the exact expert law; ``env_kwargs`` canonical: defaults and rendering-only
-kwargs dropped; ``agent_config`` the agent's own settings, :func:`agents.base.agent_config`).
+kwargs dropped, ``1.0`` written ``1``; ``agent_config`` the agent's identity,
+:func:`agents.plugins.agent_identity`: its own settings, the code that fits it (the ntp-gym
+version; a plug-in's source file by its hash) and, for agents that run on a torch device, the
+``--device``). ``run_sweep(..., recompute=True)`` fits and scores stored jobs again.
 Jobs are independent: each builds its task, draws its own demonstrations from ``seed``, fits,
 and is scored exactly where the structure allows (Monte Carlo with a standard error
 otherwise). The best-in-class value is computed once per ``(env_id, env_kwargs, horizon,
@@ -29,18 +32,22 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
+from scipy.special import logsumexp
 from tqdm.auto import tqdm
 
 from agents import make_agent
-from agents.base import agent_config
+from agents.base import DEVICE_ENV
+from agents.plugins import agent_identity
 from evaluation.accuracy import task_metrics
 from evaluation.backends import Backend, SerialBackend
 from evaluation.divergences import divergence
@@ -48,10 +55,17 @@ from evaluation.oracle import best_in_class
 from evaluation.store import ResultStore, canonical_json, job_key, oracle_key
 from experts.demonstrations import collect_demonstrations
 from ntp_envs import canonical_env_kwargs, make_task
+from ntp_envs.type_aliases import FloatArray
 
 MAX_GRID_INSTANCES = 4096
 """Most instances one ``env_grid`` may expand to."""
 MIN_BEST_IN_CLASS = 1e-12  # below this the class is (numerically) well-specified: no C_apx
+PROBE_PROMPTS = 8
+"""Prompts of the probe batch on which :func:`check_policy_output` checks a policy."""
+LOGPROB_TOLERANCE = 1e-5
+"""Largest ``|logsumexp|`` of a next-token row accepted (float32 models: about 1e-7)."""
+CONSISTENCY_TOLERANCE = 1e-4
+"""Relative and absolute tolerance between a policy's per-token and next-token scores."""
 ORACLE_FIELDS = ("best_in_class_hellinger2", "oracle_method", "oracle_agreement")
 
 
@@ -103,6 +117,8 @@ class SweepConfig:
     eval_samples: int = 100_000
     oracle_starts: int = 16
     env_grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    device: str = ""
+    """Torch device of the agents that use one (``""``: ``$NTP_GYM_DEVICE``, else cpu)."""
 
     def instances(self) -> list[dict[str, Any]]:
         """The env kwargs of every instance swept, in grid order (ValueError for a bad grid)."""
@@ -123,11 +139,12 @@ class SweepConfig:
     def jobs(self) -> list[Job]:
         n_train = 0 if self.population else self.n_train
         family = self.family
-        configs = {agent: canonical_json(agent_config(make_agent(agent)))
+        device = job_device(self.device)
+        configs = {agent: canonical_json(agent_identity(make_agent(agent), device))
                    for agent in self.agents}
         return [
             Job(self.env_id, kwargs, h, agent, seed, n_train, self.eval_samples,
-                self.oracle_starts, configs[agent], family)
+                self.oracle_starts, configs[agent], family, device)
             for kwargs in self.instances() for h in self.instance_horizons(kwargs)
             for agent in self.agents for seed in range(self.seeds)
         ]
@@ -138,7 +155,9 @@ class Job:
     """One fit-and-score: the unit a backend runs (picklable).
 
     ``env_kwargs`` is stored canonical (:func:`ntp_envs.canonical_env_kwargs`);
-    ``agent_config`` (canonical JSON) defaults to the settings of ``make_agent(agent)``;
+    ``agent_config`` (canonical JSON) defaults to the identity of ``make_agent(agent)`` on
+    ``device`` (:func:`agents.plugins.agent_identity`; ``device`` defaults as in
+    :class:`SweepConfig`);
     ``family`` defaults to the instance itself.
     """
 
@@ -152,13 +171,15 @@ class Job:
     oracle_starts: int = 16
     agent_config: str = ""
     family: str = ""
+    device: str = ""
 
     def __post_init__(self) -> None:
         kwargs = canonical_env_kwargs(self.env_id, self.env_kwargs)
         object.__setattr__(self, "env_kwargs", kwargs)
+        object.__setattr__(self, "device", job_device(self.device))
         if not self.agent_config:
-            object.__setattr__(self, "agent_config",
-                               canonical_json(agent_config(make_agent(self.agent))))
+            object.__setattr__(self, "agent_config", canonical_json(
+                agent_identity(make_agent(self.agent), self.device)))
         if not self.family:
             object.__setattr__(self, "family", family_json(self.env_id, kwargs))
 
@@ -174,6 +195,25 @@ class Job:
 
     def task(self):  # noqa: ANN201 - SequenceTask
         return make_task(self.env_id, **{**self.env_kwargs, "horizon": self.horizon})
+
+
+def job_device(device: str = "") -> str:
+    """``device``, or ``$NTP_GYM_DEVICE`` when it is empty, or ``cpu``."""
+    return device.strip() or os.environ.get(DEVICE_ENV, "").strip() or "cpu"
+
+
+@contextmanager
+def on_device(device: str) -> Iterator[None]:
+    """Run the body with ``$NTP_GYM_DEVICE`` set to ``device`` (the agents read it)."""
+    before = os.environ.get(DEVICE_ENV)
+    os.environ[DEVICE_ENV] = device
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DEVICE_ENV, None)
+        else:
+            os.environ[DEVICE_ENV] = before
 
 
 def compute_oracle(job: Job) -> dict[str, Any]:
@@ -240,22 +280,115 @@ def run_job(job: Job, oracle: dict[str, Any]) -> dict[str, Any]:
         rng = np.random.default_rng([job.seed, job.horizon])
         demos = None if job.n_train == 0 else collect_demonstrations(task, job.n_train, rng)
         agent = make_agent(job.agent)
-        if canonical_json(agent_config(agent)) != job.agent_config:
-            raise ValueError(f"agent {job.agent!r} here has settings "
-                             f"{canonical_json(agent_config(agent))}, the job asks for "
-                             f"{job.agent_config} (a worker runs other code than the driver)")
-        start = time.perf_counter()
-        policy = agent.fit(task, demos, rng)
-        return score_row(job, oracle, task, policy, time.perf_counter() - start)
+        identity = canonical_json(agent_identity(agent, job.device))
+        if identity != job.agent_config:
+            raise ValueError(f"agent {job.agent!r} here has settings {identity}, the job asks "
+                             f"for {job.agent_config} (a worker runs other code than the "
+                             "driver)")
+        with on_device(job.device):
+            start = time.perf_counter()
+            policy = agent.fit(task, demos, rng)
+            return score_row(job, oracle, task, policy, time.perf_counter() - start)
+    except PolicyOutputError as err:
+        return failed_row(job, err, "output", oracle)
     except Exception as err:  # noqa: BLE001 - recorded in the store, the sweep goes on
         return failed_row(job, err, "fit", oracle)
+
+
+class PolicyOutputError(ValueError):
+    """A policy's output breaks the sequence-model protocol; the message names the check
+    (:func:`check_policy_output`)."""
+
+
+def _fail(check: str, text: str) -> NoReturn:
+    raise PolicyOutputError(f"policy output check {check!r} failed: {text}")
+
+
+def _call(what: str, method: Any, *args: Any) -> Any:
+    """``method(*args)``; any error becomes the ``callable`` check's failure."""
+    try:
+        return method(*args)
+    except Exception as err:  # noqa: BLE001 - any failure of plug-in code is one check
+        _fail("callable", f"{what} raised {type(err).__name__}: {err}")
+
+
+def _numeric(out: Any, shape: tuple[int, ...], what: str) -> FloatArray:
+    """``out`` as a float array of ``shape`` without NaN or +inf (checks shape, finite)."""
+    try:
+        values = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        _fail("shape", f"{what} returned {type(out).__name__}, not a numeric array ({err})")
+    if values.shape != shape:
+        _fail("shape", f"{what} returned shape {values.shape}, the protocol asks for {shape}")
+    if np.isnan(values).any() or (values == np.inf).any():
+        bad = "NaN" if np.isnan(values).any() else "+inf"
+        _fail("finite", f"{what} returned {bad} (log-probabilities lie in [-inf, 0])")
+    return values
+
+
+def _check_rows(logp: FloatArray, what: str) -> None:
+    """Each row of ``logp`` must be log-probabilities (``exp`` summing to 1)."""
+    total = logsumexp(logp, axis=1)
+    worst = int(np.argmax(np.abs(total)))
+    if abs(total[worst]) > LOGPROB_TOLERANCE:
+        looks = ((logp >= 0) & (logp <= 1)).all() and np.allclose(logp.sum(axis=1), 1.0)
+        hint = ": the rows look like probabilities, return their logarithms" if looks else ""
+        _fail("normalised", f"{what}: a row sums to probability {np.exp(total[worst]):.6g} "
+                            f"(logsumexp {total[worst]:.6g}); rows must be log-probabilities "
+                            f"whose exponentials sum to 1 within {LOGPROB_TOLERANCE:g}{hint}")
+
+
+def check_policy_output(task: Any, policy: Any, rng: np.random.Generator) -> None:
+    """Check ``policy``'s output on a probe batch of ``task`` before it is scored.
+
+    On :data:`PROBE_PROMPTS` prompts, each with an expert sequence and a sequence of uniformly
+    random tokens, prefixes at positions ``0, 1, H // 2, H - 1``: ``vocab_size`` and
+    ``horizon`` are the task's, ``next_token_logprobs`` returns a ``(B, V)`` numeric array
+    (check ``shape``) without NaN or +inf (``finite``) whose rows are log-probabilities
+    within :data:`LOGPROB_TOLERANCE` (``normalised``); ``token_logprobs`` and
+    ``sequence_logprob`` (what the evaluators sum) agree with it (``consistent``). A method
+    that raises fails ``callable``. :class:`PolicyOutputError` (a ValueError) naming the
+    check otherwise."""
+    vocab, horizon = task.vocab_size, task.horizon
+    have = (getattr(policy, "vocab_size", None), getattr(policy, "horizon", None))
+    if have != (vocab, horizon):
+        _fail("shape", f"the policy has vocab_size {have[0]} and horizon {have[1]}, the task "
+                       f"{task.env_id} has vocab_size {vocab} and horizon {horizon}")
+    prompts = np.asarray(task.prompts.sample(PROBE_PROMPTS, rng), dtype=np.int64)
+    expert = np.asarray(task.expert.sample(prompts, rng), dtype=np.int64)
+    prompts = np.concatenate([prompts, prompts])  # rows: expert sequences, then random ones
+    tokens = np.concatenate([expert, rng.integers(0, vocab, size=expert.shape, dtype=np.int64)])
+    batch, rows = len(prompts), np.arange(len(prompts))
+    picked = {}
+    for h in sorted({0, min(1, horizon - 1), horizon // 2, horizon - 1}):
+        what = f"next_token_logprobs at position {h} (expert and random prefixes)"
+        logp = _numeric(_call(what, policy.next_token_logprobs, prompts, tokens[:, :h]),
+                        (batch, vocab), what)
+        _check_rows(logp, what)
+        picked[h] = logp[rows, tokens[:, h]]
+    per_token = _numeric(_call("token_logprobs", policy.token_logprobs, prompts, tokens),
+                         (batch, horizon), "token_logprobs")
+    for h, expected in picked.items():
+        if not np.allclose(per_token[:, h], expected, rtol=CONSISTENCY_TOLERANCE,
+                           atol=CONSISTENCY_TOLERANCE):
+            _fail("consistent", f"token_logprobs at position {h} gives "
+                                f"{per_token[:, h].tolist()}, next_token_logprobs "
+                                f"{expected.tolist()}")
+    total = _numeric(_call("sequence_logprob", policy.sequence_logprob, prompts, tokens),
+                     (batch,), "sequence_logprob")
+    if not np.allclose(total, per_token.sum(axis=1), rtol=CONSISTENCY_TOLERANCE,
+                       atol=CONSISTENCY_TOLERANCE * horizon):
+        _fail("consistent", f"sequence_logprob gives {total.tolist()}, the sum of "
+                            f"token_logprobs {per_token.sum(axis=1).tolist()}")
 
 
 def score_row(job: Job, oracle: dict[str, Any], task: Any, policy: Any,
               fit_seconds: float) -> dict[str, Any]:
     """The row of ``policy`` (fitted for ``job`` on ``task``, a SequenceTask) scored against
-    the expert; also :func:`evaluation.score.score`'s row. Raises on an evaluation error."""
+    the expert; also :func:`evaluation.score.score`'s row. Raises on an evaluation error, and
+    :class:`PolicyOutputError` when the policy's output fails :func:`check_policy_output`."""
     start = time.perf_counter()
+    check_policy_output(task, policy, np.random.default_rng([job.seed, job.horizon, 3]))
     result = divergence(task.expert, policy, task.prompts, n_samples=job.eval_samples,
                         rng=np.random.default_rng([job.seed, job.horizon, 1]))
     metrics = task_metrics(task, policy, job.eval_samples,  # answer accuracy, if any
@@ -293,17 +426,18 @@ def run_sweep(
     backend: Backend | None = None,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    recompute: bool = False,
 ) -> list[str]:
     """Run the jobs of ``configs`` not yet finished in ``store``; returns all their keys.
 
-    Jobs already stored with status ``ok`` or ``unconverged`` are skipped; failed ones are
-    retried. Best-in-class
+    Jobs already stored with status ``ok`` or ``unconverged`` are skipped (with
+    ``recompute``, run again: their rows are replaced); failed ones are retried. Best-in-class
     values missing from the store are computed first (in parallel), and each job is
     submitted as soon as its value is known. ``backend`` defaults to this process
     (:class:`~evaluation.backends.SerialBackend`); a given backend is left open.
     """
     jobs = sweep_jobs(configs)
-    done = store.done_keys()
+    done = set() if recompute else store.done_keys()
     pending = [job for job in jobs if job.key not in done]
     groups: dict[str, list[Job]] = {}
     for job in pending:

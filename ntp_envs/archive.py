@@ -3,7 +3,8 @@
 Used for every file the suite saves (demonstrations, fitted policies). Writes are atomic
 (temp file, fsync, rename), so a failure leaves the target untouched; reads never unpickle
 (``allow_pickle=False``) and turn any corruption into a ValueError, a header that declares
-more data than its entry holds included (checked before anything is allocated).
+more data than its entry holds included, and entries that inflate to more than a cap (both
+checked from the zip directory and the headers, before anything is inflated or allocated).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ META_KEY = "metadata"
 CORRUPT_FILE_ERRORS = (ValueError, OSError, EOFError, KeyError, RuntimeError,  # RuntimeError
                        SyntaxError, OverflowError, struct.error,  # covers numpy's refusal of
                        zipfile.BadZipFile, zlib.error, UnicodeDecodeError)  # unknown formats
+MAX_ARCHIVE_BYTES = 2**33
+"""Most bytes the entries of an archive may inflate to, all together (8 GiB: twice the
+largest demonstration set a job admits, 2**28 tokens of int64 and float64)."""
+MAX_POLICY_BYTES = 2**30
+"""Most bytes a saved policy may inflate to (1 GiB: the suite's largest tables are 2**24
+float64 entries, 128 MiB); also the cap on SB3 ``.zip`` and torch-saved policy files."""
 
 
 def save_archive(
@@ -56,14 +63,16 @@ def save_archive(
 
 
 def load_archive(
-    path: str | os.PathLike[str], what: str = "ntp-gym archive"
+    path: str | os.PathLike[str], what: str = "ntp-gym archive", max_bytes: int | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and metadata of an archive; ValueError naming ``what`` if corrupt or foreign."""
+    """Arrays and metadata of an archive; ValueError naming ``what`` if corrupt or foreign, or
+    if its entries inflate to more than ``max_bytes`` (default :data:`MAX_ARCHIVE_BYTES`)."""
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError("not an .npz archive")
         with data:
+            check_inflated_size(data.zip, MAX_ARCHIVE_BYTES if max_bytes is None else max_bytes)
             if META_KEY not in data.files:
                 raise ValueError("no metadata")
             _check_declared_sizes(data)
@@ -74,6 +83,28 @@ def load_archive(
     except CORRUPT_FILE_ERRORS as err:
         raise ValueError(f"{os.fspath(path)} is not a valid {what}: {err}") from None
     return arrays, meta
+
+
+def check_inflated_size(archive: zipfile.ZipFile, max_bytes: int,
+                        entry_caps: dict[str, int] | None = None) -> None:
+    """ValueError when the entries of ``archive`` inflate to more than ``max_bytes`` in all, an
+    entry named in ``entry_caps`` to more than its cap, or an entry is neither stored nor
+    deflated. Read from the zip directory, before anything is inflated: :mod:`zipfile` returns
+    at most an entry's declared size, and a sized ``read(n)`` of a deflated entry inflates at
+    most about ``n`` bytes at a time (other methods may inflate a whole chunk at once)."""
+    infos = archive.infolist()
+    for info in infos:
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ValueError(f"entry {info.filename!r} uses compression method "
+                             f"{info.compress_type}: only stored or deflated entries are read")
+        cap = (entry_caps or {}).get(info.filename)
+        if cap is not None and info.file_size > cap:
+            raise ValueError(f"entry {info.filename!r} inflates to {info.file_size} bytes, at "
+                             f"most {cap} bytes allowed")
+    total = sum(info.file_size for info in infos)
+    if total > max_bytes:
+        raise ValueError(f"its {len(infos)} entries inflate to {total} bytes, at most "
+                         f"{max_bytes} bytes allowed")
 
 
 def _check_declared_sizes(data: np.lib.npyio.NpzFile) -> None:

@@ -6,7 +6,11 @@ import csv
 import io
 import os
 import pickle
+import signal
 import sys
+import textwrap
+import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +22,7 @@ except ImportError:  # the [ray] extra is optional: its tests skip, the others r
     ray = None
 
 from evaluation import sweep as sweep_module
-from evaluation.backends import LocalBackend, SerialBackend, make_backend
+from evaluation.backends import LocalBackend, RayBackend, SerialBackend, make_backend
 from evaluation.cli import main
 from evaluation.store import ResultStore
 from evaluation.sweep import Job, SweepConfig, compute_oracle, run_job, run_sweep
@@ -42,10 +46,10 @@ def csv_without_timings(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local two-CPU Ray instance for this module (no cluster needed)."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
+    """A local two-CPU Ray instance on 127.0.0.1 for this module (no cluster needed)."""
+    with RayBackend(workers=2) as backend:
+        backend.start(1)
+        yield
 
 
 def run_cli(argv: list[str], out: Path, *backend: str) -> str:
@@ -152,6 +156,82 @@ def test_local_backend_survives_a_dead_worker() -> None:
         assert handle is dead and value is None and error is not None
         alive = backend.submit(_square, 7)
         assert backend.wait([alive]) == [(alive, 49, None)]
+
+
+def _square_or_die(x: int, marker: str) -> int:
+    """``x * x`` after a short nap; 5 kills its own worker (SIGKILL) whenever it runs, 6 only
+    the first time (``marker`` remembers that it did)."""
+    time.sleep(0.1)
+    if x == 5 or (x == 6 and not os.path.exists(marker)):
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x
+
+
+def test_killed_worker_fails_only_its_own_job(tmp_path) -> None:
+    marker = str(tmp_path / "six-died-once")
+    with LocalBackend(workers=2) as backend:
+        backend.start(16)
+        handles = {backend.submit(_square_or_die, x, marker): x for x in range(16)}
+        results: dict[int, tuple] = {}
+        pending = set(handles)
+        while pending:
+            for handle, value, error in backend.wait(pending):
+                pending.remove(handle)
+                results[handles[handle]] = (value, error)
+        assert os.path.exists(marker)  # 6 did kill its worker once
+        value, error = results.pop(5)
+        assert results == {x: (x * x, None) for x in range(16) if x != 5}
+        assert value is None and isinstance(error, BrokenProcessPool)
+        assert "died while running it, twice (the second time alone)" in str(error)
+        again = backend.submit(_square, 9)  # the backend is still usable
+        assert backend.wait([again]) == [(again, 81, None)]
+
+
+KILLER = """
+    import os
+    import signal
+
+    from agents.logloss_bc import LogLossBC
+
+
+    class KillAtTwo(LogLossBC):
+        \"\"\"LogLossBC, but its worker dies (SIGKILL) when it fits at horizon 2.\"\"\"
+
+        def fit(self, task, demonstrations, rng=None):
+            if task.horizon == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().fit(task, demonstrations, rng)
+"""
+
+
+def test_sweep_survives_a_killed_local_worker(tmp_path) -> None:
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(textwrap.dedent(KILLER))
+    killer = f"{plugin}:KillAtTwo"
+    config = SweepConfig("ntp_envs/ARLinear-v0", {"misspecification": 0.5},
+                         ("logloss", killer), (2, 3, 4, 5, 6, 8), seeds=1, population=True,
+                         oracle_starts=2)
+    with ResultStore(tmp_path / "pool.sqlite") as store, LocalBackend(2) as backend:
+        run_sweep(config, store, backend=backend, progress=False)
+        pool = store.results().set_index(["agent", "horizon"])
+    serial_config = SweepConfig("ntp_envs/ARLinear-v0", {"misspecification": 0.5},
+                                ("logloss",), (2, 3, 4, 5, 6, 8), seeds=1, population=True,
+                                oracle_starts=2)
+    with ResultStore(tmp_path / "serial.sqlite") as store:
+        run_sweep(serial_config, store, progress=False)
+        serial = store.results().set_index("horizon")
+    assert len(pool) == 12
+    failed = pool[pool["status"] != "ok"]
+    assert list(failed.index) == [(killer, 2)]
+    assert "BrokenProcessPool: its worker process died while running it, twice" in \
+        failed["error"].iloc[0]
+    numbers = ["hellinger2", "kl", "tv", "best_in_class_hellinger2"]
+    # every other job as in a serial run: logloss itself, and the killer (logloss's fit) too
+    for agent, horizons in (("logloss", [2, 3, 4, 5, 6, 8]), (killer, [3, 4, 5, 6, 8])):
+        rows = pool.loc[agent].loc[horizons]
+        assert (rows["status"] == "ok").all()
+        assert rows[numbers].equals(serial.loc[horizons, numbers]), agent
 
 
 def test_ray_backend_without_ray_is_a_clear_error(monkeypatch) -> None:

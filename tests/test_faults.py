@@ -17,6 +17,7 @@ from experts import collect_demonstrations
 from experts.demonstrations import Demonstrations
 from ntp_envs import make_task
 from ntp_envs.archive import load_archive, save_archive
+from ntp_envs.chunk_tables import MAX_CHUNK_OUTCOMES
 
 BARRIER = "ntp_envs/FiniteClassBarrier-v0"
 AR_LINEAR = "ntp_envs/ARLinear-v0"
@@ -215,19 +216,46 @@ def _bad_datasets(task) -> dict[str, Demonstrations]:
     }
 
 
-EXPECTED = {"wrong horizon": "tokens must have shape", "token out of range": "tokens must lie",
-            "prompt outside support": "prompt", "negative prompt": "prompts must lie",
-            "prompt shape": "prompts must be integers of shape"}
+def _data_messages(task) -> dict[str, str]:
+    """The data check's exact message for each of ``_bad_datasets(task)``, written out here
+    from the datasets' sizes (20 sequences, prompts of the task's length)."""
+    length, top = task.prompts.prompt_length, task.prompt_vocab_size - 1
+    return {"wrong horizon": f"demonstrations.tokens must have shape (n, {task.horizon}), "
+                             f"got (20, {task.horizon - 2})",
+            "token out of range": f"demonstrations.tokens must lie in [0, {task.vocab_size - 1}]",
+            "prompt outside support": f"demonstrations.prompts must lie in [0, {top}]",
+            "negative prompt": f"demonstrations.prompts must lie in [0, {top}]",
+            "prompt shape": f"demonstrations.prompts must be integers of shape (20, {length}), "
+                            f"got int64 (20, {2 * length})"}
+
+
+def _chunk_cap_message(agent: str, vocab: int) -> str | None:
+    """The memory-cap refusal of a chunk-table agent (``chunk:K``, ``chunk-kr:K``) whose
+    ``V**K`` outcomes exceed the cap: it refuses the task itself, before any data check."""
+    family, _, k = agent.partition(":")
+    if family not in ("chunk", "chunk-kr") or vocab ** int(k) <= MAX_CHUNK_OUTCOMES:
+        return None
+    largest = max(j for j in range(1, 64) if vocab**j <= MAX_CHUNK_OUTCOMES)
+    return (f"chunk_size must satisfy V**K <= {MAX_CHUNK_OUTCOMES} (memory cap), i.e. lie in "
+            f"[1, {largest}] for V = {vocab}; got K = {k} (V**K = {vocab}**{k})")
 
 
 @pytest.mark.parametrize("env_id", [AR_LINEAR, BARRIER])
 @pytest.mark.parametrize("agent", agent_names())
 def test_every_agent_rejects_datasets_that_do_not_fit(env_id: str, agent: str) -> None:
+    """Each agent refuses each misfit dataset with the data check's exact message; a chunk
+    agent whose ``V**K`` exceeds the memory cap (K >= 11 at V = 3) refuses the task itself,
+    valid data included, with the cap's exact message (its data check runs at V = 2)."""
     task = make_task(env_id, horizon=16)  # long enough for every registered chunk size
-    for case, demos in _bad_datasets(task).items():
-        # a chunk agent may refuse the task itself first (its V**K memory cap): also clear
-        with pytest.raises(ValueError, match=f"{EXPECTED[case]}|chunk_size must"):
+    cap = _chunk_cap_message(agent, task.vocab_size)
+    datasets = _bad_datasets(task)
+    expected = _data_messages(task) if cap is None else dict.fromkeys(datasets, cap)
+    if cap is not None:
+        datasets["valid"], expected["valid"] = collect_demonstrations(task, 20, 0), cap
+    for case, demos in datasets.items():
+        with pytest.raises(ValueError) as caught:
             make_agent(agent).fit(task, demos, np.random.default_rng(0))
+        assert str(caught.value) == expected[case], case
 
 
 def test_demonstrations_constructor_rejects_out_of_range_and_shapes() -> None:

@@ -4,6 +4,7 @@ and its C_apx against the best listed agent over the barrier family (population 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from agents import make_agent
 from agents.base import Agent
 from agents.logloss_bc import LogLossBC
 from agents.policies import LinearSoftmaxPolicy
+from agents.robust_bc import RobustBC
 from evaluation.divergences import divergence
 from evaluation.oracle import best_in_class
 from experts import collect_demonstrations
@@ -60,15 +62,43 @@ def test_population_tournament_is_exact() -> None:
     assert np.allclose(policy.theta, candidates[int(np.argmin(expected))].theta)
 
 
-def test_split_of_demonstrations() -> None:
+def test_split_of_demonstrations(monkeypatch) -> None:
+    """The candidates fit on 151 of the 301 sequences and the tournament scores the other
+    150: the two parts partition the demonstrations (no held-out sequence reaches a fit),
+    and the scores are the tournament redone here on the sequences no fit saw."""
+    seen: dict[str, list] = {}
+    for cls in (LogLossBC, RobustBC):
+        def recording(self, task, demonstrations, rng=None, _fit=cls.fit):  # noqa: ANN001, ANN202
+            policy = _fit(self, task, demonstrations, rng)
+            seen.setdefault(type(self).__name__, []).append((demonstrations, policy))
+            return policy
+        monkeypatch.setattr(cls, "fit", recording)
     task = make_task("ntp_envs/ARLinear-v0", horizon=6)
     demos = collect_demonstrations(task, 301, np.random.default_rng(0))
     policy = make_agent("rho-select:logloss+robust").fit(task, demos, np.random.default_rng(1))
     info = policy.info
     assert info["split"] == {"fit": 151, "held_out": 150}
     assert info["tournament"] == "demonstrations, n=150"
-    assert set(info["scores"]) == {"logloss", "robust"}
+    assert sorted(seen) == ["LogLossBC", "RobustBC"] and all(len(v) == 1 for v in seen.values())
+    [(fit_on, logloss)], [(robust_on, robust)] = seen["LogLossBC"], seen["RobustBC"]
+
+    def rows(d) -> Counter:  # noqa: ANN001 - the sequences of a dataset, as a multiset
+        return Counter(map(tuple, np.hstack([np.asarray(d.prompts), np.asarray(d.tokens)])))
+
+    everything, fitted = rows(demos), rows(fit_on)
+    assert rows(robust_on) == fitted and fitted.total() == 151
+    held = everything - fitted
+    assert held.total() == 150 and fitted + held == everything  # a partition of the 301
+    held_rows = np.array(list(held.elements()))
+    length = task.prompts.prompt_length
+    prompts, tokens = held_rows[:, :length], held_rows[:, length:]
+    loglik = [p.sequence_logprob(prompts, tokens) for p in (logloss, robust)]
+    expected = [max(np.tanh((loglik[j] - loglik[i]) / 4).sum() for j in range(2))
+                for i in range(2)]
+    np.testing.assert_allclose([info["scores"]["logloss"], info["scores"]["robust"]], expected,
+                               rtol=1e-9, atol=1e-12)
     assert info["selected"] == min(info["scores"], key=info["scores"].get)
+    assert policy is (logloss, robust)[["logloss", "robust"].index(info["selected"])]
     assert info["winner_info"]["agent"] == info["selected"]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import gammaln
 
-from agents import ChunkRho, RhoEstimator, RobustBC, load_policy, make_agent
+from agents import ChunkRho, LogLossBC, RhoEstimator, RobustBC, load_policy, make_agent
 from agents.policies import FiniteMemberPolicy, LinearSoftmaxPolicy
 from agents.rho_estimator import rho_select, rho_tournament
 from agents.robust_bc import fit_smoothed
@@ -31,12 +32,43 @@ def test_tournament_matches_a_direct_double_loop() -> None:
     assert np.tanh(1.3 / 4) == pytest.approx((np.sqrt(r) - 1) / (np.sqrt(r) + 1))
 
 
-def test_tournament_picks_the_generating_law_among_products() -> None:
-    task = make_task("ntp_envs/MixtureProduct-v0", horizon=32, weight=0.0)
-    demos = collect_demonstrations(task, 2000, 0)
-    policy = RhoEstimator().fit(task, demos, np.random.default_rng(0))
-    q = 1 / (1 + np.exp(-policy.theta[1]))
-    assert q == pytest.approx(0.2, abs=0.01)
+@pytest.mark.parametrize("n", [None, 2000])
+def test_tournament_picks_its_own_product_not_the_mle(n) -> None:
+    """Misspecified: the expert is 0.95 Bern(0.2)^H + 0.05 Bern(0.8)^H, the class the
+    products Bern(q)^H. Plain MLE fits the token mean; the rho tournament (exact law, or 2000
+    demonstrations) picks the q that the tournament redone here by brute force picks (every q
+    on a grid of step 1e-4 against every other, over the counts of ones), a different member
+    whose exact D_H^2 (a sum over the counts) is under 3/4 of the MLE's."""
+    h, w, p0, p1 = 256, 0.05, 0.2, 0.8
+    task = make_task("ntp_envs/MixtureProduct-v0", horizon=h, weight=w, p0=p0, p1=p1)
+    k = np.arange(h + 1)
+    log_binom = gammaln(h + 1) - gammaln(k + 1) - gammaln(h - k + 1)
+    def log_product(q: float) -> np.ndarray:  # one sequence with k ones
+        return k * np.log(q) + (h - k) * np.log1p(-q)
+    log_expert = np.logaddexp(np.log1p(-w) + log_product(p0), np.log(w) + log_product(p1))
+    def hellinger2(q: float) -> float:
+        return float(np.sum(np.exp(log_binom) * (np.exp(log_expert / 2)
+                                                 - np.exp(log_product(q) / 2)) ** 2))
+    if n is None:
+        demos, weights, mle = None, np.exp(log_binom + log_expert), (1 - w) * p0 + w * p1
+    else:
+        demos = collect_demonstrations(task, n, 0)
+        ones = np.asarray(demos.tokens).sum(axis=1)
+        weights, mle = np.bincount(ones, minlength=h + 1).astype(float), ones.sum() / (n * h)
+    grid = np.linspace(0.20, 0.24, 401)
+    loglik = np.stack([log_product(q) for q in grid])
+    scores = [np.max(np.tanh((loglik - row) / 4) @ weights) for row in loglik]
+    expected = grid[int(np.argmin(scores))]
+
+    def one_prob(policy) -> float:  # noqa: ANN001 - P(a = 1) of a product policy
+        logp = policy.next_token_logprobs(np.zeros((1, 1), np.int64), np.zeros((1, 0), np.int64))
+        return float(np.exp(logp[0, 1]))
+
+    q = one_prob(RhoEstimator().fit(task, demos, np.random.default_rng(0)))
+    assert q == pytest.approx(expected, abs=2e-4)
+    assert one_prob(LogLossBC().fit(task, demos)) == pytest.approx(mle, rel=1e-6)
+    assert abs(q - mle) > 0.005
+    assert hellinger2(q) < 0.75 * hellinger2(mle)
 
 
 def test_smoothing_mixes_with_uniform_and_keeps_exact_structure() -> None:

@@ -85,9 +85,23 @@ def test_expected_return_enumeration_and_monte_carlo_agree(fitted: dict) -> None
 
 
 def test_load_sb3_policy(fitted: dict, tmp_path: Path) -> None:
-    path = fitted["bc"].save(tmp_path / "bc.npz")
-    sb3 = load_sb3_policy(path, seed=0)
-    venv = SequenceVecEnv(fitted["task"], 4)
+    """The loaded SB3 policy has the saved network's next-token law at every observation:
+    the same probabilities, argmax and (same seed) samples as the policy that was saved."""
+    task, bc = fitted["task"], fitted["bc"]
+    sb3 = load_sb3_policy(bc.save(tmp_path / "bc.npz"), seed=0)
+    prompts, tokens = task.sample_demonstrations(50, np.random.default_rng(5))
+    obs = np.concatenate([encode_observations(task, prompts, tokens[:, :h])
+                          for h in range(task.horizon)])
+    saved = np.concatenate([bc.next_token_logprobs(prompts, tokens[:, :h])
+                            for h in range(task.horizon)])
+    assert saved.std(axis=0).max() > 0.05  # the law moves with the observation: a real check
+    np.testing.assert_allclose(np.exp(sb3.expert.action_logprobs(obs)), np.exp(saved),
+                               rtol=0, atol=1e-12)
+    greedy, _ = sb3.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(greedy, saved.argmax(axis=1))
+    sampled, _ = sb3.predict(obs)
+    np.testing.assert_array_equal(sampled, as_sb3_policy(bc, seed=0).predict(obs)[0])
+    venv = SequenceVecEnv(task, 4)
     venv.seed(0)
     mean, _ = evaluate_policy(sb3, venv, n_eval_episodes=8, deterministic=False, warn=False)
     assert np.isfinite(mean)

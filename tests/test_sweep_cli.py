@@ -60,19 +60,34 @@ def test_sweep_writes_store_csv_and_plot(tmp_path) -> None:
         assert len(store.results()) == 4
 
 
-def test_rerun_skips_finished_jobs(tmp_path) -> None:
+def test_rerun_skips_finished_jobs(tmp_path, monkeypatch) -> None:
+    fits: list[int] = []
+    original_fit = LogLossBC.fit
+
+    def counting_fit(self, task, demonstrations, rng):  # noqa: ANN001, ANN202
+        fits.append(task.horizon)
+        return original_fit(self, task, demonstrations, rng)
+
+    monkeypatch.setattr(LogLossBC, "fit", counting_fit)  # seen by the in-process backend
+    serial = [*SMALL, "--backend", "serial"]
     out = tmp_path / "demo"
-    assert main([*SMALL, "--out", str(out)]) == 0
-    first = (out / "results.csv").read_text()
+    assert main([*serial, "--out", str(out)]) == 0
+    assert sorted(fits) == [4, 4, 16, 16]
+    first = pd.read_csv(out / "results.csv")
     with sqlite3.connect(out / "results.sqlite") as conn:
         conn.execute("DELETE FROM results WHERE horizon = 16 AND seed = 1")
-    assert main([*SMALL, "--out", str(out)]) == 0
+    fits.clear()
+    assert main([*serial, "--out", str(out)]) == 0
+    assert fits == [16]  # only the deleted job was fitted again
     second = pd.read_csv(out / "results.csv")
     assert len(second) == 4
-    # the deleted job was recomputed identically (same seeds), the others were kept
+    # the kept rows are the stored ones, timings included; the deleted job was recomputed
+    # identically (same seeds), all but its timings
+    redone = (second["horizon"] == 16) & (second["seed"] == 1)
+    assert redone.sum() == 1
+    pd.testing.assert_frame_equal(first[~redone], second[~redone])
     columns = [c for c in second.columns if not c.endswith("seconds")]
-    pd.testing.assert_frame_equal(pd.read_csv(pd.io.common.StringIO(first))[columns],
-                                  second[columns])
+    pd.testing.assert_frame_equal(first.loc[redone, columns], second.loc[redone, columns])
 
 
 def test_population_fit(tmp_path) -> None:

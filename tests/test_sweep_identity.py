@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import sys
 import threading
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -56,7 +58,8 @@ def test_agent_settings_are_part_of_the_key() -> None:
                                           "name": "chunk:4"}
     default = Job(MIX, {}, 8, "logloss", 0, 100)
     assert json.loads(default.agent_config) == {"class": "agents.logloss_bc:LogLossBC",
-                                                "l2": None, "name": "logloss"}
+                                                "l2": None, "name": "logloss",
+                                                "_code": {"ntp-gym": version("ntp-gym")}}
     other = json.dumps(agent_config(LogLossBC(l2=1e-3)))
     changed = Job(MIX, {}, 8, "logloss", 0, 100, agent_config=other)
     assert changed.key != default.key and changed.oracle_key == default.oracle_key
@@ -339,3 +342,125 @@ def test_overlapping_curves_stay_distinct_and_titles_name_the_kwargs(tmp_path,
         curves = [container.lines[0] for container in ax.containers]  # errorbar data lines
         styles = {(line.get_marker(), str(line.get_linestyle())) for line in curves}
         assert len(curves) == 3 and len(styles) == 3  # identical values, three visible curves
+
+
+# issue 22 items 6 and 7: the device, integral floats and a plug-in's code in the key
+
+AR_ID = "ntp_envs/ARLinear-v0"
+
+DEVICE_PLUGIN = '''
+import os
+
+from agents import LogLossBC
+
+SEEN = []
+
+
+class OnDevice(LogLossBC):
+    def fit(self, task, demonstrations, rng=None):
+        SEEN.append(os.environ.get("NTP_GYM_DEVICE"))
+        return super().fit(task, demonstrations, rng)
+'''
+
+
+def test_device_keys_the_rows_of_agents_that_use_it(tmp_path, monkeypatch) -> None:
+    plugin = tmp_path / "devplug.py"
+    plugin.write_text(DEVICE_PLUGIN)
+    spec = f"{plugin}:OnDevice"
+    for agent, matters in (("gpt-tf", True), (spec, True), ("logloss", False)):
+        cpu, gpu = (Job(MIX, {}, 4, agent, 0, 50, device=d) for d in ("cpu", "cuda:1"))
+        assert (cpu.key != gpu.key) == matters, agent
+        monkeypatch.setenv("NTP_GYM_DEVICE", "cuda:1")  # the default device follows it
+        assert Job(MIX, {}, 4, agent, 0, 50).key == gpu.key
+        monkeypatch.delenv("NTP_GYM_DEVICE")
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        config = sweep.SweepConfig(MIX, agents=(spec, "logloss"), horizons=(4,), seeds=1,
+                                   n_train=50, device="cpu")
+        sweep.run_sweep(config, store, progress=False)
+        # a rerun on a GPU: the plug-in is fitted again there, logloss (numpy) is reused
+        sweep.run_sweep(dataclasses.replace(config, device="cuda:1"), store, progress=False)
+        rows = store.results()
+    module = next(m for m in sys.modules.values()
+                  if getattr(m, "__file__", None) == str(plugin.resolve()))
+    assert module.SEEN == ["cpu", "cuda:1"]
+    assert sorted(rows["agent"].tolist()) == sorted([spec, spec, "logloss"])
+    assert (rows["status"] == "ok").all()
+    devices = [json.loads(c).get("_device") for c in rows["agent_config"]]
+    assert sorted(map(str, devices)) == ["None", "cpu", "cuda:1"]
+
+
+def test_integral_floats_key_one_instance(tmp_path) -> None:
+    from evaluation.store import canonical_json
+
+    assert canonical_json([1.0, {"b": 2.0, "a": True, "c": 0.5, "d": [3.0, -0.0]}]) == \
+        '[1,{"a":true,"b":2,"c":0.5,"d":[3,0]}]'
+    assert Job(AR_ID, {"misspecification": 1}, 4, "logloss", 0, 50).key == \
+        Job(AR_ID, {"misspecification": 1.0}, 4, "logloss", 0, 50).key
+    assert Job(AR_ID, {"misspecification": 1}, 4, "logloss", 0, 50).env_kwargs == \
+        {"misspecification": 1}  # the kwargs given to the env keep their type
+    out = tmp_path / "one"
+    for kwargs in ('{"misspecification": 1}', '{"misspecification": 1.0}'):
+        assert main(["sweep", "--env", AR_ID, "--env-kwargs", kwargs, "--horizons", "4",
+                     "--seeds", "1", "--n-train", "50", "--backend", "serial", "--quiet",
+                     "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert len(rows) == 1 and rows["env_kwargs"].tolist() == ['{"misspecification":1}']
+
+
+EDITED_PLUGIN = '''
+from pathlib import Path
+
+from agents import LogLossBC
+
+MARK = {mark}
+
+
+class Marked(LogLossBC):
+    def fit(self, task, demonstrations, rng=None):
+        with open(Path(__file__).with_suffix(".log"), "a") as log:
+            log.write(f"{{MARK}}\\n")
+        policy = super().fit(task, demonstrations, rng)
+        policy.info = {{**policy.info, "mark": MARK}}
+        return policy
+'''
+
+
+def test_editing_a_plugin_keys_new_rows_and_recompute_refits(tmp_path, capsys) -> None:
+    plugin = tmp_path / "marked.py"
+    out = tmp_path / "out"
+    argv = ["sweep", "--env", MIX, "--agents", f"{plugin}:Marked", "--horizons", "4",
+            "--seeds", "1", "--n-train", "50", "--backend", "serial", "--quiet",
+            "--out", str(out)]
+
+    def run(mark: int, *extra: str) -> list[int]:
+        plugin.write_text(EDITED_PLUGIN.format(mark=mark))
+        for name in [n for n, m in sys.modules.items()  # as a new process would import it
+                     if getattr(m, "__file__", None) == str(plugin.resolve())]:
+            del sys.modules[name]
+        assert main([*argv, *extra]) == 0
+        return [json.loads(info)["mark"] for info in _rows(out)["agent_info"]]
+
+    assert run(1) == [1]
+    assert run(1) == [1]  # unchanged code: the row is reused
+    assert run(2) == [1, 2]  # edited code: a new row, the old one kept apart
+    assert "(2 row(s), 1 from this sweep)" in " ".join(capsys.readouterr().out.split())
+    codes = [json.loads(c)["_code"] for c in _rows(out)["agent_config"]]
+    assert codes[0] != codes[1] and codes[0]["ntp-gym"] == codes[1]["ntp-gym"]
+    assert run(2, "--recompute") == [1, 2]  # refitted in place: its row replaced
+    assert plugin.with_suffix(".log").read_text().split() == ["1", "2", "2"]
+
+
+def test_recompute_replaces_rows_of_builtin_agents(tmp_path) -> None:
+    out = tmp_path / "again"
+    argv = [*AR, "--seeds", "2", "--out", str(out)]
+    assert main(argv) == 0
+    before = _rows(out).set_index("job_key")
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.execute("UPDATE results SET hellinger2 = -1.0, fit_seconds = -1.0")
+    conn.close()
+    assert main(argv) == 0 and (_rows(out)["hellinger2"] == -1.0).all()  # reused as stored
+    assert main([*argv, "--recompute"]) == 0
+    after = _rows(out).set_index("job_key")
+    assert sorted(after.index) == sorted(before.index) and (after["fit_seconds"] > 0).all()
+    np.testing.assert_allclose(after.loc[before.index, "hellinger2"], before["hellinger2"],
+                               rtol=1e-12)
