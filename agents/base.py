@@ -129,7 +129,7 @@ class NextTokenPolicy(FittedPolicy):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "kind" not in cls.__dict__:
-            cls.kind = f"plugin:{cls.__qualname__}"
+            cls.kind = f"plugin:{cls.__name__}"
         taken = _POLICY_KINDS.get(cls.kind)
         if taken is not None and not issubclass(taken, NextTokenPolicy):
             raise TypeError(f"{cls.__qualname__}: policy kind {cls.kind!r} is taken by "

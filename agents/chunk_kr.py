@@ -1,7 +1,7 @@
 """ChunkKR (``chunk-kr:K``): chunk laws by ridge regression, a bounded (squared) chunk loss.
 
 Our reading of the paper's "ChunkKR" as chunked kernel regression (the paper's construction
-was not at hand; this is ours, see DESIGN.md section 4). Cut each sequence into chunks of
+was not at hand; this is ours, see docs/theory.md, The learners). Cut each sequence into chunks of
 ``K`` tokens as ``chunk:K`` does (:mod:`agents.chunked_bc`; chunk 0 starts at 0, a short last
 chunk when ``K`` does not divide ``H``). For every chunk, regress the one-hot chunk outcome
 ``e_o`` (``V^K`` outputs) on the token class's window features lifted to chunks, the

@@ -9,8 +9,8 @@ grid of the i.i.d. binary class with its refinements, or LogLossBC's and RobustB
 Each chunk pays a *bounded* loss (``|tanh| <= 1``), so the objective decomposes over
 ``ceil(H / K)`` chunk decisions: ``K = 1`` is a bounded token-level (NTP-style) objective,
 ``K = H`` is the sequence-level rho-estimator (``rho``). Our reading of the paper's
-mechanism (DESIGN.md section 4, ours): the worst case over instances makes such an objective
-pay the barrier once per decision, so worst-case ``C_apx ~ H / K``.
+mechanism (docs/theory.md, The learners; ours): the worst case over instances makes such an
+objective pay the barrier once per decision, so worst-case ``C_apx ~ H / K``.
 
 Population fits are exact where :func:`agents.tournament.population_statistics` can build
 the law of the candidates' chunk log-likelihoods (a finite-state expert and candidates:

@@ -62,7 +62,7 @@ is scored exactly by the chunk recursion of :mod:`evaluation.chunk_dp`.
   decomposed over ``H / K`` chunk decisions instead of ``H`` token decisions, so the
   sequence-level density ratio that drives the KL-vs-Hellinger gap compounds over ``H / K``
   steps. The paper's kernel construction is not reproduced; the lifted log-linear class
-  above is this suite's stand-in (see DESIGN.md section 4).
+  above is this suite's stand-in (see docs/theory.md, The learners).
 """
 
 from __future__ import annotations

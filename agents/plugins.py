@@ -29,6 +29,7 @@ from agents.base import Agent, agent_config
 from ntp_envs.plugins import (
     AGENT_GROUP,
     SPEC_FORMS,
+    describe_failure,
     entry_point_names,
     import_object,
     load_entry_point,
@@ -64,6 +65,8 @@ def build_agent(obj: Any, kwargs: dict[str, Any], source: str, flag: str) -> Age
     except TypeError as err:
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
         raise ValueError(f"{flag}: {source} cannot be called with {given}: {err}") from None
+    except SystemExit as err:
+        raise ValueError(f"{flag}: {source} {describe_failure(err)} when called") from None
     if not isinstance(agent, Agent):
         raise ValueError(f"{flag}: {source} gave a {type(agent).__name__}, which is not an "
                          "agent (subclass agents.base.Agent: fit(task, demonstrations, rng) "

@@ -19,6 +19,11 @@ weights), or an imitation / SB3 policy file written by ``torch.save`` (imitation
 numpy arrays and plain containers, and records every other object as an inert
 :class:`Opaque` from which the weights, the activation's name and the observation space are
 read. The network is then rebuilt as an SB3 ``ActorCriticPolicy`` on the task's spaces.
+A suite archive's metadata never names code to import (:func:`agents.base.load_policy`: a suite
+env, or the task given, which must be the file's). Files are untrusted: sizes are capped
+before anything is inflated (:data:`ntp_envs.archive.MAX_POLICY_BYTES`,
+:data:`MAX_SB3_DATA_BYTES`), spaces, weights and layer shapes are checked before a network is
+built, and anything malformed is a one-line ValueError naming the flag.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def _family(row: pd.Series) -> str:
 
 
 def worst_case(frame: pd.DataFrame) -> pd.DataFrame:
-    """The worst case of C_apx over each family of instances swept (DESIGN.md section 2).
+    """The worst case of C_apx over each family of instances swept (docs/theory.md).
 
     Per family (every instance of ``frame`` that belongs to it, whichever sweep stored it),
     agent, horizon, training-set size and settings: the seed mean of C_apx per instance

@@ -32,6 +32,7 @@ from rich.table import Table
 from agents import CHUNK_FAMILIES, agent_names, make_agent
 from agents.base import DEVICE_ENV
 from agents.plugins import check_agent
+from agents.threads import available_cores
 from evaluation import evaluate_cli, reproduce_cli
 from evaluation.analysis import growth_exponent, summarise, worst_case
 from evaluation.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
@@ -40,7 +41,7 @@ from evaluation.experiments.pathstar import report_pathstar
 from evaluation.plots import family_title, plot_divergence_vs_horizon, plot_worst_case
 from evaluation.presets import PRESETS, preset_names
 from evaluation.store import KEY_COLUMNS, SETTING_COLUMNS, ResultStore, write_atomically
-from evaluation.sweep import SweepConfig, check_env_grid, output_paths, run_sweep
+from evaluation.sweep import SweepConfig, check_env_grid, output_paths, run_sweep, sweep_jobs
 from ntp_envs import SequenceTask, env_defaults, make_task, registered_env_ids
 from ntp_envs.plugins import check_task, split_specs
 
@@ -49,6 +50,12 @@ MAX_SEEDS = 10_000
 MAX_EVAL_SAMPLES = 10**8
 MAX_ORACLE_STARTS = 10_000
 MAX_DEMONSTRATION_TOKENS = 2**28
+BYTES_PER_DEMONSTRATION_TOKEN = 80
+"""Peak memory of a job per demonstration token (n_train x H), measured as peak RSS over a
+job's baseline at 4M-16M tokens: 32-41 bytes (logloss, chunk agents), 41-46 (rho), 41-63
+(robust; the most at H = 4); the neural agents need more (imitation-bc: about 800 at H = 32)."""
+JOB_BASE_BYTES = 2**29
+"""Memory of a job before its demonstrations (imports, task): 0.37-0.42 GB measured."""
 
 
 class UsageError(ValueError):
@@ -137,6 +144,9 @@ def _parse_horizons(text: str) -> tuple[int, ...]:
 
 
 def _parse_env_kwargs(text: str) -> dict:
+    if not text.strip():
+        raise UsageError(f"--env-kwargs must be a JSON object, e.g. '{{\"weight\": 0.1}}' "
+                         f"(leave the flag out for the defaults), got {text!r}")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
@@ -162,15 +172,16 @@ def _configs_from_args(args: argparse.Namespace) -> list[SweepConfig]:
     try:  # a suite env id, or a plug-in task / agent (agents.plugins, ntp_envs.plugins)
         if args.env not in registered_env_ids():
             check_task(args.env, "--env")
-        agents = tuple(split_specs(args.agents or "logloss", ","))
+        agents = tuple(split_specs("logloss" if args.agents is None else args.agents, ","))
         for agent in agents:
             check_agent(agent, "--agents")
     except ValueError as err:
         flag = "" if str(err).startswith("--") else "--agents: "  # e.g. chunk:0 from make_agent
         raise UsageError(f"{flag}{err}") from None
     if not agents:
-        raise UsageError("--agents must name at least one agent")
-    env_kwargs = _parse_env_kwargs(args.env_kwargs or "{}")
+        raise UsageError(f"--agents must name at least one agent (e.g. logloss,robust), got "
+                         f"{args.agents!r}")
+    env_kwargs = _parse_env_kwargs("{}" if args.env_kwargs is None else args.env_kwargs)
     if args.horizons is not None:
         horizons = _parse_horizons(args.horizons)
     else:  # ParityCoT, MultiplicationCoT, PathStar: each instance's own horizon
@@ -210,9 +221,68 @@ def _build(env_id: str, kwargs: dict, horizon: int | None) -> SequenceTask | str
         return str(err)
 
 
-def _validate(configs: list[SweepConfig]) -> None:
+def available_memory() -> int | None:
+    """Bytes of memory new processes may still take on this machine: ``MemAvailable``,
+    within the cgroup's limit where one is set; ``None`` where unknown."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            found.append(int(Path(limit).read_text()) - int(Path(usage).read_text()))
+        except (OSError, ValueError):  # no such cgroup, or no limit ("max")
+            continue
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return max(0, min(found))
+
+
+def job_memory(tokens: int) -> int:
+    """Estimated peak bytes of a job fitting on ``tokens`` demonstration tokens."""
+    return JOB_BASE_BYTES + BYTES_PER_DEMONSTRATION_TOKEN * tokens
+
+
+def _parallel_jobs(args: argparse.Namespace, jobs: int) -> int | None:
+    """How many jobs run at once on this machine (None: on a Ray cluster elsewhere)."""
+    if args.backend == "serial":
+        return 1
+    if args.backend == "ray" and args.address is not None:
+        return None
+    workers = None if args.workers is None else int(args.workers)
+    return max(1, min(workers or available_cores(), jobs))
+
+
+def _check_memory(tokens: int, parallel: int | None) -> None:
+    """UsageError when ``parallel`` jobs of ``tokens`` demonstration tokens each would not fit
+    in this machine's available memory (:func:`job_memory`)."""
+    free = available_memory()
+    if not tokens or parallel is None or free is None:
+        return
+    need, share = job_memory(tokens), free // parallel
+    if need > share:
+        gb = 2**30
+        raise UsageError(
+            f"--n-train x the largest horizon: a job holds about {need / gb:.1f} GB ({tokens} "
+            f"demonstration tokens at ~{BYTES_PER_DEMONSTRATION_TOKEN} bytes, plus "
+            f"{JOB_BASE_BYTES / gb:.1f} GB), more than this machine's {free / gb:.1f} GB of "
+            f"available memory over {parallel} parallel job(s) ({share / gb:.1f} GB each): "
+            f"lower --n-train or --horizons, or run fewer --workers")
+
+
+def _validate(configs: list[SweepConfig]) -> int:
     """Build every instance's task at every horizon once, so bad kwargs fail before any
-    write; check the demonstration memory and that every agent can fit every task."""
+    write; check the demonstration tokens and that every agent can fit every task. Returns
+    the most demonstration tokens of one job (0 for population fits only)."""
+    largest = 0
     for config in configs:
         first = config.horizons[0] if config.horizons else None
         base = _build(config.env_id, config.env_kwargs, first)
@@ -235,11 +305,13 @@ def _validate(configs: list[SweepConfig]) -> None:
                     except ValueError as err:
                         raise UsageError(f"--agents: {name} cannot fit {config.env_id} at H = "
                                          f"{task.horizon}: {err}") from None
-            tokens = config.n_train * max(horizons)
-            if not config.population and tokens > MAX_DEMONSTRATION_TOKENS:
+            tokens = 0 if config.population else config.n_train * max(horizons)
+            largest = max(largest, tokens)
+            if tokens > MAX_DEMONSTRATION_TOKENS:
                 raise UsageError(f"--n-train x the largest horizon must be <= "
                                  f"{MAX_DEMONSTRATION_TOKENS} demonstration tokens (they are "
                                  f"held in memory), got {tokens}")
+    return largest
 
 
 def _env_name(row: pd.Series) -> str:
@@ -343,19 +415,21 @@ def _writable(out: Path) -> bool:
 
 
 def _write_outputs(out: Path, frame: pd.DataFrame, console: Console) -> list[Path]:
-    """Write the CSV (every stored row), the plots and the worst-case table; return them."""
+    """Write the CSV (every stored row), the plots and the worst-case table, each with the
+    store's permission bits; return them."""
     paths = output_paths(out)
-    with ResultStore(paths["store"]) as store:
+    with ResultStore(paths["store"], create=False) as store:
+        mode = store.file_mode()
         written = [store.export_csv(paths["csv"])]
     ok = frame[frame["status"] == "ok"]
     if not ok.empty:
-        written.append(plot_divergence_vs_horizon(summarise(ok), paths["plot"]))
+        written.append(plot_divergence_vs_horizon(summarise(ok), paths["plot"], mode))
     worst = worst_case(frame)
     worst = worst[worst["family"].map(lambda f: bool(json.loads(f)["grid"]))]
     if not worst.empty:
         written.append(write_atomically(paths["worst_case"], lambda tmp: worst.to_csv(
-            tmp, index=False, float_format="%.17g")))
-        written += plot_worst_case(worst, paths["worst_plot"], paths["chunk_plot"])
+            tmp, index=False, float_format="%.17g"), mode=mode))
+        written += plot_worst_case(worst, paths["worst_plot"], paths["chunk_plot"], mode)
         _print_worst_case(console, worst)
     return written
 
@@ -365,7 +439,7 @@ def _report(out: Path, keys: list[str] | None, console: Console) -> int:
     failed and unconverged rows among ``keys`` (this sweep's jobs; all rows when None)."""
     paths = output_paths(out)
     readonly = not _writable(out)
-    with ResultStore(paths["store"], readonly=readonly) as store:
+    with ResultStore(paths["store"], readonly=readonly, create=False) as store:
         frame = store.results()
     if frame.empty:
         console.print(f"no results in {paths['store']}")
@@ -434,7 +508,7 @@ def _check_out(text: str | None, preset: str | None) -> Path:
 
 def _plan(args: argparse.Namespace) -> SweepPlan:
     configs = _configs_from_args(args)
-    _validate(configs)
+    tokens = _validate(configs)
     device = None
     if args.device is not None:
         from agents.gpt import parse_device
@@ -446,6 +520,7 @@ def _plan(args: argparse.Namespace) -> SweepPlan:
         configs = [dataclasses.replace(config, device=device) for config in configs]
     out = _check_out(args.out, args.preset)
     backend = _backend_from_args(args)
+    _check_memory(tokens, _parallel_jobs(args, len(sweep_jobs(configs))))
     return SweepPlan(configs, backend, out, not args.quiet, device, args.recompute)
 
 

@@ -5,10 +5,12 @@
     ntp-bench evaluate --policy runs/fit/logloss.npz
 
 ``--policy`` reads (:func:`evaluation.adapters.load_policy_file`, no code from the file runs):
-a suite policy ``.npz`` (it names its task: ``--env`` optional), an SB3 algorithm ``.zip``
-(PPO, A2C), or an imitation / SB3 policy file written by ``torch.save`` (imitation's
+a suite policy ``.npz`` (it names its task: ``--env`` optional for a suite env, needed for a
+plug-in task, and when given it must be the file's env id and kwargs), an SB3 algorithm
+``.zip`` (PPO, A2C), or an imitation / SB3 policy file written by ``torch.save`` (imitation's
 ``util.save_policy``, SB3's ``policy.save``). The row is a sweep's (:mod:`evaluation.score`);
-with ``--out`` it is written to ``OUT/results.sqlite`` beside sweep rows.
+with ``--out`` (checked before anything is read or written) it is written to
+``OUT/results.sqlite`` beside sweep rows.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                                     ".zip, imitation policy file)")
     parser.add_argument("--policy", required=True, help="policy file: .npz, .zip, or a "
                                                         "torch-saved SB3/imitation policy")
-    parser.add_argument("--env", help="env id or plug-in task (optional for a suite .npz)")
+    parser.add_argument("--env", help="env id or plug-in task (optional for a suite .npz of a "
+                                      "suite env; must then be the file's task)")
     parser.add_argument("--env-kwargs", default="{}", help="JSON object of env kwargs "
                                                            "(horizon included)")
     parser.add_argument("--label", help="the row's agent column (default: the file name)")

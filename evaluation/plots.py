@@ -22,11 +22,12 @@ MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h", "p")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it."""
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str], mode: int | None = None) -> Path:
+    """Write ``fig`` to ``path`` atomically (a reader never sees half a PNG) and close it;
+    ``mode``: the file's permission bits (default: a plain new file's)."""
     try:
         return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"),
-                                ".png")
+                                ".png", mode)
     finally:
         plt.close(fig)
 
@@ -62,7 +63,8 @@ def family_title(env_id: str, family: str) -> str:
     return f"{title}; {grid}" if grid else title
 
 
-def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[str],
+                               mode: int | None = None) -> Path:
     """Log-log D_H^2 and C_apx against H per agent (seed mean, standard-error bars).
 
     One row of two panels per (env_id, env_kwargs) in ``summary``.
@@ -101,7 +103,7 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
         ax_d.set_title(f"{title}\nsquared Hellinger to the expert", fontsize=9)
         ax_c.set_title(f"{title}\napproximation ratio vs best in class", fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, mode)
 
 
 def _log_axes(ax: plt.Axes, xlabel: str) -> None:
@@ -118,7 +120,7 @@ def _log_axes(ax: plt.Axes, xlabel: str) -> None:
 
 
 def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
-                    chunk_path: str | os.PathLike[str]) -> list[Path]:
+                    chunk_path: str | os.PathLike[str], mode: int | None = None) -> list[Path]:
     """Worst-case C_apx over each family (:func:`evaluation.analysis.worst_case`): against H
     per agent (one panel per family), and, where chunk learners (``chunk:K``,
     ``chunk-rho:K``, ``chunk-kr:K``) were swept, against K per learner and H. Returns the
@@ -138,7 +140,7 @@ def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
                      f"{frame['instances'].max()} instances", fontsize=9)
         _log_axes(ax, "horizon H")
     fig.tight_layout()
-    written = [save_figure(fig, horizon_path)]
+    written = [save_figure(fig, horizon_path, mode)]
     parsed = worst["agent"].map(chunk_size)
     chunked = worst[parsed.notna()].assign(learner=parsed.dropna().map(lambda p: p[0]),
                                            chunk=parsed.dropna().map(lambda p: p[1]))
@@ -158,5 +160,5 @@ def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
         ax.set_title(f"{family_title(env_id, family)}\nworst case vs chunk size", fontsize=9)
         _log_axes(ax, "chunk size K")
     fig.tight_layout()
-    written.append(save_figure(fig, chunk_path))
+    written.append(save_figure(fig, chunk_path, mode))
     return written

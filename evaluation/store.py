@@ -17,11 +17,13 @@ keep them apart from the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import sqlite3
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -123,15 +125,30 @@ def oracle_key(env_id: str, env_kwargs: dict[str, Any], horizon: int,
     return canonical_json([env_id, env_kwargs, horizon, oracle_starts])
 
 
-def write_atomically(path: str | os.PathLike[str], write: Any, suffix: str = "") -> Path:
+def _fresh_file(path: Path, suffix: str) -> Path:
+    """Create a new, uniquely named empty file next to ``path`` with the mode a plain
+    ``open(..., "w")`` gives (``0o666`` less the umask; ``mkstemp`` would give ``0o600``)."""
+    for _ in range(100):
+        name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def write_atomically(path: str | os.PathLike[str], write: Any, suffix: str = "",
+                     mode: int | None = None) -> Path:
     """Call ``write(tmp)`` on a fresh, uniquely named file next to ``path``, then move it onto
-    ``path`` (a reader never sees half a file; concurrent writers never share a temp file)."""
+    ``path`` (a reader never sees half a file; concurrent writers never share a temp file).
+    The file gets permission bits ``mode`` (e.g. the store's), else those of a plain new file."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
-                                dir=path.parent)
-    os.close(fd)
+    name = _fresh_file(path, suffix)
     try:
-        write(Path(name))
+        write(name)
+        if mode is not None:
+            os.chmod(name, mode)
         os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
@@ -143,24 +160,36 @@ class ResultStore:
     """Results of sweeps in an SQLite file (created on first use).
 
     ``readonly=True`` opens an existing store for reading only (a read-only file or folder);
-    older stores then show the newer columns as NULL instead of gaining them.
+    older stores then show the newer columns as NULL instead of gaining them. ``create=False``
+    opens an existing store only: a missing or empty (0-byte) file is a ValueError and stays
+    as it is (``ntp-bench report``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False,
+                 create: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
         if self.path.is_dir():
             raise ValueError(f"{self.path} is a folder, not a result store file")
+        if (readonly or not create) and self.path.is_file() and self.path.stat().st_size == 0:
+            raise ValueError(f"{self.path} is empty (0 bytes), not a result store: left "
+                             "untouched (a sweep writes one there; delete the file or choose "
+                             "another --out)")
         if readonly:
             self._open_readonly()
             return
         fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if fresh and not create:
+            raise ValueError(f"{self.path} is not a readable result store: no such file")
         if not fresh:
             with open(self.path, "rb") as handle:
                 if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                     raise ValueError(f"{self.path} is not a readable result store: "
                                      "not an SQLite database (left untouched)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # the mode of a plain new file (SQLite's own is 0o644)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self._conn = sqlite3.connect(self.path)
         try:
             if not fresh:  # read-only checks first: a foreign or damaged file is never written
@@ -252,11 +281,23 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn SQLite's errors while reading rows (e.g. text that is not UTF-8 in a damaged
+        or hand-edited cell) into one-line ValueErrors naming the file."""
+        try:
+            yield
+        except (sqlite3.Error, pd.errors.DatabaseError) as err:
+            raise ValueError(f"{self.path} is not a readable result store: "
+                             f"{' '.join(str(err).split())} (left untouched: restore it or "
+                             "choose another --out)") from None
+
     def done_keys(self) -> set[str]:
         """Keys of jobs that finished (status ``ok`` or ``unconverged``): not run again."""
-        rows = self._conn.execute(
-            "SELECT job_key FROM results WHERE status IN ('ok', 'unconverged')")
-        return {row[0] for row in rows}
+        with self._reading():
+            rows = self._conn.execute(
+                "SELECT job_key FROM results WHERE status IN ('ok', 'unconverged')")
+            return {row[0] for row in rows}
 
     def put_result(self, row: dict[str, Any]) -> None:
         """Insert or replace one job's row (one transaction)."""
@@ -280,8 +321,9 @@ class ResultStore:
 
     def get_oracle(self, key: str) -> dict[str, Any] | None:
         """The stored best-in-class row for ``key``, if any."""
-        cur = self._conn.execute("SELECT * FROM oracle WHERE oracle_key = ?", (key,))
-        found = cur.fetchone()
+        with self._reading():
+            cur = self._conn.execute("SELECT * FROM oracle WHERE oracle_key = ?", (key,))
+            found = cur.fetchone()
         if found is None:
             return None
         return dict(zip([d[0] for d in cur.description], found, strict=True))
@@ -289,7 +331,8 @@ class ResultStore:
     def results(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """All result rows (or those with the given keys) as a DataFrame, every column of
         :data:`RESULT_COLUMNS` present (NULL where an older store lacks it)."""
-        frame = pd.read_sql_query("SELECT * FROM results ORDER BY rowid", self._conn)
+        with self._reading():
+            frame = pd.read_sql_query("SELECT * FROM results ORDER BY rowid", self._conn)
         for name in RESULT_COLUMNS:
             if name not in frame.columns:
                 frame[name] = None
@@ -299,8 +342,13 @@ class ResultStore:
 
     def export_csv(self, path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> Path:
         """Write the results (all of them, or those with the given keys), sorted by key
-        columns, to CSV atomically."""
+        columns, to CSV atomically, with the store file's permission bits."""
         frame = self.results(keys).drop(columns=["job_key"])
         frame = frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
         return write_atomically(
-            path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"))
+            path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.17g"),
+            mode=self.file_mode())
+
+    def file_mode(self) -> int:
+        """The permission bits of the store file (its outputs get the same)."""
+        return self.path.stat().st_mode & 0o777

@@ -291,7 +291,7 @@ def run_job(job: Job, oracle: dict[str, Any]) -> dict[str, Any]:
             return score_row(job, oracle, task, policy, time.perf_counter() - start)
     except PolicyOutputError as err:
         return failed_row(job, err, "output", oracle)
-    except Exception as err:  # noqa: BLE001 - recorded in the store, the sweep goes on
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - stored, the sweep goes on
         return failed_row(job, err, "fit", oracle)
 
 

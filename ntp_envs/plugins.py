@@ -47,8 +47,9 @@ import gymnasium as gym
 
 from ntp_envs.task import SequenceTask
 
-__all__ = ["AGENT_GROUP", "TASK_GROUP", "Spec", "check_task", "entry_point_names",
-           "import_object", "load_entry_point", "parse_spec", "resolve_task", "split_specs"]
+__all__ = ["AGENT_GROUP", "TASK_GROUP", "Spec", "check_task", "describe_failure",
+           "entry_point_names", "import_object", "load_entry_point", "parse_spec",
+           "resolve_task", "split_specs"]
 
 AGENT_GROUP = "ntp_gym.agents"
 TASK_GROUP = "ntp_gym.tasks"
@@ -148,15 +149,22 @@ def import_object(target: str, flag: str) -> Any:
             module = importlib.import_module(module_name)
     except ValueError:
         raise
-    except Exception as err:  # noqa: BLE001 - any import failure becomes one line
-        raise ValueError(f"{flag}: cannot import {module_name!r} "
-                         f"({type(err).__name__}: {err})") from None
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any import failure is one line
+        raise ValueError(f"{flag}: cannot import {module_name!r} ({describe_failure(err)})"
+                         ) from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"{flag}: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line on why plug-in code failed: ``Type: message``, or the ``sys.exit`` it called."""
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r})"
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
@@ -175,9 +183,9 @@ def load_entry_point(group: str, name: str, flag: str) -> Any | None:
         return None
     try:
         return found.load()
-    except Exception as err:  # noqa: BLE001 - a broken plug-in becomes one line
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a broken plug-in is one line
         raise ValueError(f"{flag}: entry point {name!r} ({found.value}) of group {group} does "
-                         f"not load ({type(err).__name__}: {err})") from None
+                         f"not load ({describe_failure(err)})") from None
 
 
 def _task_factory(env_id: str, flag: str) -> tuple[Any, dict[str, Any]] | None:
@@ -204,9 +212,9 @@ def _gym_spec(env_id: str, flag: str) -> str:
     if colon:
         try:
             importlib.import_module(module)
-        except Exception as err:  # noqa: BLE001 - any import failure becomes one line
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - any import failure: one line
             raise ValueError(f"{flag}: cannot import {module!r} for the Gymnasium id {bare!r} "
-                             f"({type(err).__name__}: {err})") from None
+                             f"({describe_failure(err)})") from None
     try:
         gym.spec(bare)
         return bare
@@ -245,6 +253,10 @@ def resolve_task(env_id: str, kwargs: dict[str, Any], flag: str = "env_id") -> S
         clash = set(spec_kwargs) & set(kwargs)
         if clash:
             raise ValueError(f"{flag}: {sorted(clash)} given both in {env_id!r} and as kwargs")
-        return _as_task(factory(**spec_kwargs, **kwargs), repr(env_id), flag)
+        try:
+            built = factory(**spec_kwargs, **kwargs)
+        except SystemExit as err:
+            raise ValueError(f"{flag}: {env_id!r} {describe_failure(err)} when called") from None
+        return _as_task(built, repr(env_id), flag)
     env = gym.make(_gym_spec(env_id, flag), disable_env_checker=True, **kwargs)
     return _as_task(env, f"gymnasium.make({env_id!r})", flag)

@@ -1,4 +1,4 @@
-"""What the barrier tasks must show, on exact quantities (DESIGN.md section 1).
+"""What the barrier tasks must show, on exact quantities (docs/theory.md, R3).
 
 * MixtureProduct: population NTP's C_apx grows with H; the rho-estimator's stays bounded.
 * FiniteClassBarrier: NTP's C_apx exceeds 100 at H = 64; RobustBC stays within

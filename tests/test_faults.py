@@ -273,3 +273,136 @@ def test_demonstrations_constructor_rejects_out_of_range_and_shapes() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             Demonstrations(**{**base, **change})
+
+
+# issue 22 item 9: the memory guard bounds a job by this machine's memory over the workers
+
+def test_memory_guard_bounds_a_job_by_available_memory_over_workers(monkeypatch) -> None:
+    from evaluation import cli
+
+    monkeypatch.setattr(cli, "available_memory", lambda: 8 * 2**30, raising=False)
+    monkeypatch.setattr(cli, "available_cores", lambda: 2, raising=False)
+    argv = ["--env", AR_LINEAR, "--horizons", "1024", "--seeds", "8"]  # 8 jobs
+    # 2^17 x 1024 = 2^27 tokens, below the old fixed cap (2^28) but ~10 GB: refused
+    with pytest.raises(cli.UsageError) as refused:
+        cli.plan_sweep([*argv, "--n-train", str(2**17), "--backend", "serial"])
+    message = str(refused.value)
+    assert message.startswith("--n-train x the largest horizon: a job holds about 10.5 GB")
+    assert "8.0 GB of available memory over 1 parallel job(s)" in message
+    assert "\n" not in message
+    small = [*argv, "--n-train", str(2**14)]  # 2^24 tokens: about 1.8 GB a job
+    cli.plan_sweep([*small, "--backend", "serial"])
+    cli.plan_sweep([*small, "--backend", "local"])  # 2 cores: 4 GB each
+    cli.plan_sweep([*small, "--backend", "local", "--workers", "4"])  # 2 GB each
+    with pytest.raises(cli.UsageError, match=r"over 8 parallel job\(s\) \(1\.0 GB each\)"):
+        cli.plan_sweep([*small, "--backend", "local", "--workers", "8"])
+    cli.plan_sweep([*argv, "--n-train", str(2**17), "--population"])  # no demonstrations
+
+
+MEASURE = """
+import json, resource, sys
+from evaluation.sweep import Job, run_job
+oracle = {"best_in_class_hellinger2": 0.1, "oracle_method": "x", "oracle_agreement": 1.0}
+row = run_job(Job(sys.argv[1], {}, 4, "robust", 0, 2**18, eval_samples=1000), oracle)
+print(json.dumps([row["status"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
+"""
+
+
+@pytest.mark.skipif("not sys.platform.startswith('linux')", reason="ru_maxrss in KiB: Linux")
+def test_memory_estimate_covers_a_measured_job() -> None:
+    """A whole process fitting the hungriest numpy agent measured (robust at H = 4, about 63
+    bytes per token over its baseline) on 2^20 tokens peaks below the estimate."""
+    import json
+    import subprocess
+    import sys
+
+    from evaluation.cli import job_memory
+
+    done = subprocess.run([sys.executable, "-c", MEASURE, BARRIER], capture_output=True,
+                          text=True, timeout=600, check=True)
+    status, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
+    assert status == "ok"
+    assert peak_kib * 1024 < job_memory(2**20) < 2 * peak_kib * 1024
+
+
+# issue 22 item 10: one-line errors, nothing written
+
+def _corrupt_text(path: Path, column: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"UPDATE results SET {column} = CAST(x'41ff42' AS TEXT) WHERE rowid = 7")
+    conn.close()
+
+
+@pytest.mark.parametrize("column", ["agent", "job_key", "error"])
+def test_store_with_undecodable_text_is_one_line_and_left_untouched(
+        full_store: Path, capsys: pytest.CaptureFixture[str], column: str) -> None:
+    _corrupt_text(full_store, column)
+    before = full_store.read_bytes()
+    assert main(["report", "--out", str(full_store.parent)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ntp-bench: error: {full_store} is not a readable result store: "
+                          f"Could not decode to UTF-8 column '{column}'")
+    assert err.count("\n") == 1
+    assert full_store.read_bytes() == before
+    assert sorted(p.name for p in full_store.parent.iterdir()) == ["results.sqlite"]
+    with ResultStore(full_store) as store:  # a sweep reading the keys: the same error
+        if column == "job_key":
+            with pytest.raises(ValueError, match="Could not decode to UTF-8 column 'job_key'"):
+                store.done_keys()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_report_on_an_empty_store_writes_nothing(tmp_path: Path, monkeypatch,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 readonly: bool) -> None:
+    from evaluation import cli
+
+    store = tmp_path / "results.sqlite"
+    store.touch()
+    if readonly:
+        monkeypatch.setattr(cli, "_writable", lambda out: False)
+    assert main(["report", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{store} is empty (0 bytes), not a result store: left untouched" in err
+    assert err.count("\n") == 1
+    assert store.stat().st_size == 0 and [p.name for p in tmp_path.iterdir()] == [
+        "results.sqlite"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--agents", ""], "--agents must name at least one agent (e.g. logloss,robust), got ''"),
+    (["--agents", " , "], "--agents must name at least one agent (e.g. logloss,robust), got"),
+    (["--env-kwargs", ""], "--env-kwargs must be a JSON object, e.g. '{\"weight\": 0.1}' "
+                           "(leave the flag out for the defaults), got ''"),
+    (["--env-kwargs", "  "], "--env-kwargs must be a JSON object"),
+])
+def test_empty_agents_or_env_kwargs_are_errors(tmp_path: Path, capsys, argv: list[str],
+                                               message: str) -> None:
+    out = tmp_path / "never"
+    assert main(["sweep", "--env", BARRIER, *argv, "--horizons", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_outputs_get_the_mode_of_the_store(tmp_path: Path) -> None:
+    out = tmp_path / "modes"
+    argv = ["sweep", "--env", BARRIER, "--env-grid", '{"bias": [0.01, 0.05]}', "--horizons",
+            "4", "--seeds", "1", "--population", "--backend", "serial", "--quiet", "--out",
+            str(out)]
+    old = os.umask(0o022)
+    try:
+        assert main(argv) == 0
+    finally:
+        os.umask(old)
+    names = ["divergence_vs_horizon.png", "results.csv", "results.sqlite", "worst_case.csv",
+             "worst_case_vs_horizon.png"]
+    assert sorted(p.name for p in out.iterdir()) == names
+
+    def modes() -> set[int]:
+        return {(out / name).stat().st_mode & 0o777 for name in names}
+
+    assert modes() == {0o644}
+    (out / "results.sqlite").chmod(0o640)
+    assert main(["report", "--out", str(out)]) == 0
+    assert modes() == {0o640}

@@ -10,8 +10,11 @@ run.
 from __future__ import annotations
 
 import ipaddress
+import textwrap
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -29,8 +32,27 @@ pytestmark = pytest.mark.skipif(ray is None,
                                 reason="needs the [ray] extra (pip install -e '.[ray]')")
 
 NUMBERS = ["hellinger2", "kl", "tv", "best_in_class_hellinger2", "c_apx"]
-SWEEP = SweepConfig("ntp_envs/ARLinear-v0", {"misspecification": 0.5}, ("logloss",),
-                    (2, 3, 4, 5, 6, 8), seeds=2, population=True, oracle_starts=2)
+SLOW_AGENT = """
+    import os
+    import time
+    from pathlib import Path
+
+    import ray
+
+    from agents.logloss_bc import LogLossBC
+
+
+    class SlowLogLoss(LogLossBC):
+        \"\"\"LogLossBC that, on a Ray worker, leaves a file named after its node in MARKERS,
+        then takes 3 seconds: time enough to kill its node under it.\"\"\"
+
+        def fit(self, task, demonstrations, rng=None):
+            if ray.is_initialized():
+                node = ray.get_runtime_context().get_node_id()
+                Path(MARKERS, f"{node}-{os.getpid()}-{time.time_ns()}").touch()
+                time.sleep(3)
+            return super().fit(task, demonstrations, rng)
+"""
 
 
 def inet_sockets() -> list[tuple[str, str, str]]:
@@ -60,9 +82,9 @@ def off_loopback(sockets: list[tuple[str, str, str]]) -> list[tuple[str, str, st
     return [s for s in sockets if not all(is_loopback(ip) for ip in s[1:] if ip)]
 
 
-def node_addresses() -> set[str]:
+def node_addresses() -> list[str]:
     """The node address of every live Ray node."""
-    return {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
+    return [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
 
 
 def test_local_ray_instance_listens_on_loopback_only(monkeypatch) -> None:
@@ -75,57 +97,73 @@ def test_local_ray_instance_listens_on_loopback_only(monkeypatch) -> None:
         names = {name for name, _, _ in sockets}
         assert {"gcs_server", "raylet"} <= names, names  # the servers were seen
         assert off_loopback(sockets) == []
-        assert node_addresses() == {LOOPBACK}
+        assert node_addresses() == [LOOPBACK]
     assert not ray.is_initialized()
 
 
-def _busy_worker_node(workers: list, timeout: float = 20.0):  # noqa: ANN202 - ray Node
-    """A worker node whose CPU is taken by a task right now (the GCS's view)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        available = ray._private.state.available_resources_per_node()
-        for node in workers:
-            if available.get(node.node_id, {}).get("CPU", 0.0) == 0.0:  # no key: all taken
-                return node
+def kill_a_worker_node_under_a_fit(cluster, markers: Path, lost: list,  # noqa: ANN001
+                                   stop: threading.Event) -> None:
+    """As soon as a fit has started on one of ``cluster``'s worker nodes (a file in
+    ``markers``), kill that node (no graceful stop) and append its id to ``lost``."""
+    workers = {node.node_id: node for node in cluster.worker_nodes}
+    while not stop.is_set():
+        for marker in markers.iterdir():
+            node = workers.get(marker.name.split("-")[0])
+            if node is not None:
+                cluster.remove_node(node, allow_graceful=False)
+                lost.append(node.node_id)
+                return
         time.sleep(0.05)
-    raise AssertionError("no worker node was busy: the sweep ended too soon to lose a node")
 
 
 @pytest.mark.slow
 def test_sweep_across_a_cluster_survives_losing_a_node(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     assert not ray.is_initialized()
-    with ResultStore(tmp_path / "serial.sqlite") as store:
-        run_sweep(SWEEP, store, progress=False)
+    markers = tmp_path / "fits"
+    markers.mkdir()
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(textwrap.dedent(SLOW_AGENT).replace("MARKERS", repr(str(markers))))
+    sweep = SweepConfig("ntp_envs/ARLinear-v0", {"misspecification": 0.5},
+                        (f"{plugin}:SlowLogLoss",), (2, 3, 4), seeds=2, population=True,
+                        oracle_starts=2)
+    with ResultStore(tmp_path / "serial.sqlite") as store:  # in this process, no Ray
+        run_sweep(sweep, store, progress=False)
         serial = store.results().set_index("job_key")[NUMBERS]
     with ray_on_loopback():  # every node on 127.0.0.1: no other address is ever used
         cluster = Cluster(initialize_head=True, head_node_args={
             "node_ip_address": LOOPBACK, "num_cpus": 1, "include_dashboard": False})
-        workers = [cluster.add_node(node_ip_address=LOOPBACK, num_cpus=1) for _ in range(2)]
+        for _ in range(2):
+            cluster.add_node(node_ip_address=LOOPBACK, num_cpus=1)
     rows: list[dict] = []
-    lost: list = []
-
-    def on_row(row: dict) -> None:
-        rows.append(row)
-        if not lost:  # the first row: kill a worker node that is running a job
-            lost.append(_busy_worker_node(workers))
-            cluster.remove_node(lost[0], allow_graceful=False)
-
+    lost: list[str] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=kill_a_worker_node_under_a_fit,
+                              args=(cluster, markers, lost, stop))
     try:
         with RayBackend(address=cluster.address) as backend:
             backend.start(1)
-            assert backend.parallelism == 3 and len(ray.nodes()) == 3
-            assert node_addresses() == {LOOPBACK}
+            assert backend.parallelism == 3 and node_addresses() == [LOOPBACK] * 3
+            killer.start()
             with ResultStore(tmp_path / "ray.sqlite") as store:
-                keys = run_sweep(SWEEP, store, backend=backend, progress=False, on_row=on_row)
-            assert lost and len(node_addresses()) == 1 + 1  # the head and one worker left
+                keys = run_sweep(sweep, store, backend=backend, progress=False,
+                                 on_row=rows.append)
+            stop.set()
+            killer.join()
+            cluster.wait_for_nodes()  # the GCS has marked the node dead (health checks)
+            assert len(lost) == 1 and node_addresses() == [LOOPBACK] * 2
             assert off_loopback(inet_sockets()) == []
     finally:
+        stop.set()
+        if killer.ident is not None:
+            killer.join()
         cluster.shutdown()
+    fits = [marker.name.split("-")[0] for marker in markers.iterdir()]
+    assert len(fits) == 6 + 1 and fits.count(lost[0]) == 1  # the dead node's fit, rerun
     assert sorted(Counter(row["job_key"] for row in rows).items()) == \
         sorted((key, 1) for key in keys)  # every job exactly once
     assert all(row["status"] == "ok" for row in rows), [r.get("error") for r in rows]
     with ResultStore(tmp_path / "ray.sqlite") as store:
         on_cluster = store.results().set_index("job_key")[NUMBERS]
-    assert len(on_cluster) == len(serial) == 12
+    assert len(on_cluster) == len(serial) == 6
     assert on_cluster.sort_index().equals(serial.sort_index())  # bit for bit
