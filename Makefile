@@ -10,7 +10,7 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/activate
-	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,ray,minari]"
+	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,ray,minari,hf]"
 
 run: install
 	$(BIN)/ntp-bench sweep --preset quick --out runs/quick

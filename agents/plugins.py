@@ -66,7 +66,7 @@ def build_agent(obj: Any, kwargs: dict[str, Any], source: str, flag: str) -> Age
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
         raise ValueError(f"{flag}: {source} cannot be called with {given}: {err}") from None
     except SystemExit as err:
-        raise ValueError(f"{flag}: {source} {describe_failure(err)} when called") from None
+        raise ValueError(f"{flag}: {source} exits when called ({describe_failure(err)})") from None
     if not isinstance(agent, Agent):
         raise ValueError(f"{flag}: {source} gave a {type(agent).__name__}, which is not an "
                          "agent (subclass agents.base.Agent: fit(task, demonstrations, rng) "

@@ -7,9 +7,10 @@ BLAS/OpenMP pools limited to one thread), so a task computes the same bits where
 
 * ``serial``: in the calling process, one task at a time (the library default).
 * ``local``: a process pool (``forkserver`` context) of ``workers`` processes; default
-  ``min(cores, tasks)``. No server.
+  ``min(cores, tasks)``. No server. A worker that dies costs at most its own task.
 * ``ray``: Ray tasks (one CPU each) on the cluster at ``address``, or on a local Ray instance
-  with ``workers`` CPUs when no address is given. Needs the ``[ray]`` extra.
+  with ``workers`` CPUs, on 127.0.0.1 only and without dashboard, when no address is given.
+  A task whose worker or node dies is rerun. Needs the ``[ray]`` extra.
 """
 
 from __future__ import annotations
@@ -264,14 +265,16 @@ class LocalBackend(Backend):
         self._tasks: dict[int, _Task] = {}  # submitted, not yet reported, by token
         self._next = 0
         self._fruitless = 0  # pool restarts since a task last finished
+        self._started = False
 
     def start(self, tasks: int) -> None:
-        if self._pool is None:
+        if not self._started:
             self.parallelism = max(1, min(self.workers or available_cores(), tasks))
             self._pool = _Pool(self.parallelism)
+            self._started = True
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> _Task:
-        if self._pool is None:
+        if not self._started:
             self.start(self.workers or available_cores())
         self._next += 1
         task = _Task(self._next, fn, args)
@@ -364,6 +367,7 @@ class LocalBackend(Backend):
                 pool.shutdown(wait=True)
         self._pool = self._alone = None
         self._tasks.clear()
+        self._started = False
 
 
 LOOPBACK = "127.0.0.1"
@@ -413,7 +417,8 @@ def ray_on_loopback() -> Iterator[None]:
 
 
 class RayBackend(Backend):
-    """Ray tasks (one CPU each) on the cluster at ``address`` or on a local Ray instance."""
+    """Ray tasks (one CPU each) on the cluster at ``address`` or on a local Ray instance
+    (127.0.0.1 only, no dashboard); tasks are rerun on node or worker death."""
 
     name = "ray"
 

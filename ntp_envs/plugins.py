@@ -256,7 +256,8 @@ def resolve_task(env_id: str, kwargs: dict[str, Any], flag: str = "env_id") -> S
         try:
             built = factory(**spec_kwargs, **kwargs)
         except SystemExit as err:
-            raise ValueError(f"{flag}: {env_id!r} {describe_failure(err)} when called") from None
+            raise ValueError(f"{flag}: {env_id!r} exits when called ({describe_failure(err)})"
+                             ) from None
         return _as_task(built, repr(env_id), flag)
     env = gym.make(_gym_spec(env_id, flag), disable_env_checker=True, **kwargs)
     return _as_task(env, f"gymnasium.make({env_id!r})", flag)

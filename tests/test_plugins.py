@@ -237,3 +237,71 @@ def test_custom_agent_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     mixture = gru[gru["env_id"] == "ntp_envs/MixtureProduct-v0"].iloc[0]
     assert mixture["hellinger2"] < mixture["best_in_class_hellinger2"]
     assert (out / "divergence_vs_horizon.png").stat().st_size > 10_000
+
+
+EXITING = {
+    "exit_at_import.py": "import sys\nsys.exit(3)\n",
+    "exit_with_text.py": "import sys\nsys.exit('bye from the plug-in')\n",
+    "exit_when_built.py": textwrap.dedent("""
+        import sys
+        from agents.base import Agent
+
+        class Quits(Agent):
+            def __init__(self):
+                sys.exit(5)
+
+            def fit(self, task, demonstrations, rng=None):
+                raise AssertionError
+
+        def make_task(horizon=4):
+            sys.exit(6)
+    """),
+}
+
+
+@pytest.mark.parametrize(("flag", "target", "message"), [
+    ("--agents", "exit_at_import.py:Agent", "--agents: cannot import '{path}' (it called "
+                                            "sys.exit(3))"),
+    ("--agents", "exit_with_text.py:Agent", "--agents: cannot import '{path}' (it called "
+                                            "sys.exit('bye from the plug-in'))"),
+    ("--env", "exit_at_import.py:make", "--env: cannot import '{path}' (it called "
+                                        "sys.exit(3))"),
+    ("--agents", "exit_when_built.py:Quits", "--agents: '{path}:Quits' exits when called (it "
+                                             "called sys.exit(5))"),
+    ("--env", "exit_when_built.py:make_task", "'{path}:make_task' exits when called (it called "
+                                              "sys.exit(6))"),
+])
+def test_plugin_calling_sys_exit_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             flag: str, target: str, message: str) -> None:
+    for name, text in EXITING.items():
+        (tmp_path / name).write_text(text)
+    spec = str(tmp_path / target)
+    argv = {"--agents": ["--env", "ntp_envs/MixtureProduct-v0", "--agents", spec],
+            "--env": ["--env", spec]}[flag]
+    out = tmp_path / "never"
+    assert main(["sweep", *argv, "--horizons", "4", "--backend", "serial", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ntp-bench: error: ") and err.count("\n") == 1
+    assert message.format(path=spec.rpartition(":")[0]) in err
+    assert not out.exists()
+
+
+def test_plugin_calling_sys_exit_in_fit_fails_its_rows_only(tmp_path: Path) -> None:
+    plugin = tmp_path / "exit_in_fit.py"
+    plugin.write_text(textwrap.dedent("""
+        import sys
+        from agents.base import Agent
+
+        class ExitsInFit(Agent):
+            def fit(self, task, demonstrations, rng=None):
+                sys.exit(7)
+    """))
+    out = tmp_path / "out"
+    assert main(["sweep", "--env", "ntp_envs/MixtureProduct-v0", "--agents",
+                 f"logloss,{plugin}:ExitsInFit", "--horizons", "4", "--seeds", "1",
+                 "--n-train", "50", "--backend", "serial", "--quiet", "--out", str(out)]) == 1
+    frame = pd.read_csv(out / "results.csv").set_index("agent")
+    assert frame.loc["logloss", "status"] == "ok"
+    failed = frame.loc[f"{plugin}:ExitsInFit"]
+    assert failed["status"] == "failed" and failed["error"].startswith("fit: SystemExit: 7")
