@@ -59,3 +59,32 @@ def test_console_script_module_ships() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     module = project["scripts"]["ntp-bench"].split(":")[0]
     assert module.rsplit(".", 1)[0] in set(_shipped()["packages"])
+
+
+def _markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_doc_links_stay_in_the_repository() -> None:
+    """Every relative link of README.md and docs/*.md names a file of the repository."""
+    import re
+
+    broken = []
+    for page in _markdown_files():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a web address or an anchor of the same page
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
+
+
+def test_no_reference_to_notes_outside_the_repository() -> None:
+    """The theory a user needs is docs/theory.md, not a design note beside the checkout."""
+    folders = (*TOP_LEVEL, "tests", "examples", "benchmarks")
+    sources = [*_markdown_files(), *(p for d in folders for p in (ROOT / d).rglob("*.py"))]
+    cited = [str(p.relative_to(ROOT)) for p in sources if p != Path(__file__).resolve()
+             and "DESIGN.md" in p.read_text(encoding="utf-8")]
+    assert cited == []
+    assert (ROOT / "docs" / "theory.md").is_file()

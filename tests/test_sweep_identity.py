@@ -329,7 +329,8 @@ def test_overlapping_curves_stay_distinct_and_titles_name_the_kwargs(tmp_path,
     from evaluation import plots
 
     figures = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(plots, "save_figure",
+                        lambda fig, path, mode=None: figures.append(fig) or path)
     same = {"hellinger2_mean": [0.1, 0.2], "hellinger2_se": [0.0, 0.0], "c_apx_mean": [1.0, 2.0],
             "c_apx_se": [0.0, 0.0], "best_in_class_hellinger2_mean": [0.1, 0.1]}
     summary = pd.concat([pd.DataFrame({"env_id": MIX, "env_kwargs": '{"weight":0.1}',
