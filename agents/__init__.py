@@ -94,6 +94,21 @@ class _MLPARPolicyKind(FittedPolicy):
         return MLPARPolicy.from_arrays(task, arrays, info)
 
 
+@register_policy_kind
+class _HFPolicyKind(FittedPolicy):
+    """Loads ``hf_lm`` archives through :class:`agents.hf_lm.HFPolicy` (imported on first use;
+    importing it registers the real class in this one's place)."""
+
+    kind = "hf_lm"
+
+    @classmethod
+    def from_arrays(cls, task: SequenceTask, arrays: dict[str, np.ndarray],
+                    info: dict[str, Any]) -> FittedPolicy:
+        from agents.hf_lm import HFPolicy
+
+        return HFPolicy.from_arrays(task, arrays, info)
+
+
 AGENTS: dict[str, Callable[[], Agent]] = {
     "logloss": LogLossBC,
     "robust": RobustBC,
@@ -119,6 +134,10 @@ def make_agent(name: str, flag: str = "agent") -> Agent:
     """The agent registered under ``name``, or a plug-in spec (:mod:`agents.plugins`:
     ``module:name``, entry point, ``rho-select:a+b``); ValueError naming ``flag`` and the
     accepted forms otherwise."""
+    if name not in AGENTS and name.startswith("hf:"):  # transformers models (the hf extra)
+        from agents.hf_lm import hf_agent
+
+        return hf_agent(name, flag)
     if name not in AGENTS and name.partition(":")[0] in CHUNK_FAMILIES:
         return chunk_agent(name)  # ValueError naming the accepted range of K
     if name not in AGENTS:

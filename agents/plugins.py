@@ -17,6 +17,7 @@ they import a plug-in the same way: the module must be importable there too (ins
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import weakref
@@ -43,10 +44,10 @@ __all__ = ["DEVICE_MODULES", "RHO_SELECT_PREFIX", "SUITE_PACKAGES", "agent_ident
 RHO_SELECT_PREFIX = "rho-select:"
 SUITE_PACKAGES = ("agents", "evaluation", "experts", "ntp_envs")
 """Top-level packages of the suite: agents whose class lives elsewhere are plug-ins."""
-DEVICE_MODULES = ("agents.gpt",)
-_DIGESTS: weakref.WeakKeyDictionary[ModuleType, str] = weakref.WeakKeyDictionary()
+DEVICE_MODULES = ("agents.gpt", "agents.hf_lm")
 """Suite modules whose agents run on the torch device named by ``$NTP_GYM_DEVICE``
 (``ntp-bench sweep --device``); plug-ins may too."""
+_DIGESTS: weakref.WeakKeyDictionary[ModuleType, str] = weakref.WeakKeyDictionary()
 
 
 def plugin_agent_names() -> list[str]:
@@ -101,6 +102,7 @@ def check_agent(name: str, flag: str = "agent") -> None:
         make_agent(name, flag)
 
 
+@functools.cache
 def suite_version() -> str:
     """The installed ntp-gym version (``unknown`` for a checkout that was never installed)."""
     try:

@@ -150,6 +150,13 @@ def as_sequence_model(task: SequenceTask, policy: Any, *, causal: bool = False,
 
         check_spaces(task, _nvec(policy.observation_space), _n(policy.action_space), flag)
         return SB3PolicyModel(task, policy)
+    if type(policy).__module__.startswith("transformers.") and hasattr(policy, "config"):
+        from agents.hf_lm import HFSequenceModel  # a PreTrainedModel over ntp_envs.hf words
+
+        try:
+            return HFSequenceModel(policy, task)
+        except ValueError as err:
+            raise ValueError(f"{flag}: {err}") from None
     if isinstance(policy, th.nn.Module):
         return TorchLogitsModel(task, policy, causal, flag)
     raise ValueError(f"{flag}: cannot score a {type(policy).__name__}: give a SequenceModel, "
@@ -487,6 +494,11 @@ def load_policy_file(path: str | os.PathLike[str], task: SequenceTask | None,
     """``(model, task, kind)`` of a saved policy (module doc). ``task`` is required except for
     a suite ``.npz`` archive, which names its own task (when given, it must match)."""
     path = Path(path)
+    if path.is_dir():  # a transformers save_pretrained directory (safetensors only)
+        from agents.hf_lm import load_pretrained
+
+        policy = load_pretrained(path, task, flag)
+        return as_sequence_model(policy.task, policy, flag=flag), policy.task, "hf-pretrained"
     if not path.is_file():
         raise ValueError(f"{flag}: no such file {str(path)!r}")
     if path.suffix == ".npz":

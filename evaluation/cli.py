@@ -221,9 +221,19 @@ def _build(env_id: str, kwargs: dict, horizon: int | None) -> SequenceTask | str
         return str(err)
 
 
+def _stat_field(path: str, name: str) -> int:
+    """Field ``name`` of a cgroup ``memory.stat`` file (0 when absent)."""
+    for line in Path(path).read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
+
+
 def available_memory() -> int | None:
     """Bytes of memory new processes may still take on this machine: ``MemAvailable``,
-    within the cgroup's limit where one is set; ``None`` where unknown."""
+    within the cgroup's limit where one is set (less its usage, reclaimable page cache
+    excepted); ``None`` where unknown."""
     found = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -231,11 +241,13 @@ def available_memory() -> int | None:
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for root, limit, usage, cache in (
+            ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+             "total_inactive_file")):
         try:
-            found.append(int(Path(limit).read_text()) - int(Path(usage).read_text()))
+            found.append(int(Path(root, limit).read_text()) - int(Path(root, usage).read_text())
+                         + _stat_field(f"{root}/memory.stat", cache))
         except (OSError, ValueError):  # no such cgroup, or no limit ("max")
             continue
     if not found:

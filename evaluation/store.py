@@ -288,9 +288,11 @@ class ResultStore:
         try:
             yield
         except (sqlite3.Error, pd.errors.DatabaseError) as err:
-            raise ValueError(f"{self.path} is not a readable result store: "
-                             f"{' '.join(str(err).split())} (left untouched: restore it or "
-                             "choose another --out)") from None
+            text = " ".join(str(err).split())
+            if not any(word in text for word in ("decode", "malformed", "not a database")):
+                raise  # e.g. a locked database: not the file's fault
+            raise ValueError(f"{self.path} is not a readable result store: {text} (left "
+                             "untouched: restore it or choose another --out)") from None
 
     def done_keys(self) -> set[str]:
         """Keys of jobs that finished (status ``ok`` or ``unconverged``): not run again."""

@@ -17,6 +17,11 @@ the sweep runs their cartesian product merged over ``env_kwargs``, each instance
 each row carrying the family (``family`` column) so the report can take the worst case over
 it (:func:`evaluation.analysis.worst_case`).
 
+Before a fitted policy is scored, its output is checked on a probe batch
+(:func:`check_policy_output`: shapes, no NaN, rows log-normalised, per-token and sequence scores
+consistent); a policy that fails is stored ``failed`` with an error ``output: ...`` naming the
+check, never with numbers.
+
 A fit whose solver reports ``converged: false`` (anywhere in its ``agent_info``) is stored with
 status ``unconverged``: its numbers are kept and shown apart, and it is not retried (the fit is
 deterministic; change the agent's settings to get a new row).
@@ -369,17 +374,21 @@ def check_policy_output(task: Any, policy: Any, rng: np.random.Generator) -> Non
     per_token = _numeric(_call("token_logprobs", policy.token_logprobs, prompts, tokens),
                          (batch, horizon), "token_logprobs")
     for h, expected in picked.items():
-        if not np.allclose(per_token[:, h], expected, rtol=CONSISTENCY_TOLERANCE,
-                           atol=CONSISTENCY_TOLERANCE):
-            _fail("consistent", f"token_logprobs at position {h} gives "
-                                f"{per_token[:, h].tolist()}, next_token_logprobs "
-                                f"{expected.tolist()}")
+        close = np.isclose(per_token[:, h], expected, rtol=CONSISTENCY_TOLERANCE,
+                           atol=CONSISTENCY_TOLERANCE)
+        if not close.all():
+            i = int(np.argmin(close))
+            _fail("consistent", f"token_logprobs at position {h} gives {per_token[i, h]:.6g} "
+                                f"for probe sequence {i}, next_token_logprobs {expected[i]:.6g}")
     total = _numeric(_call("sequence_logprob", policy.sequence_logprob, prompts, tokens),
                      (batch,), "sequence_logprob")
-    if not np.allclose(total, per_token.sum(axis=1), rtol=CONSISTENCY_TOLERANCE,
-                       atol=CONSISTENCY_TOLERANCE * horizon):
-        _fail("consistent", f"sequence_logprob gives {total.tolist()}, the sum of "
-                            f"token_logprobs {per_token.sum(axis=1).tolist()}")
+    summed = per_token.sum(axis=1)
+    close = np.isclose(total, summed, rtol=CONSISTENCY_TOLERANCE,
+                       atol=CONSISTENCY_TOLERANCE * horizon)
+    if not close.all():
+        i = int(np.argmin(close))
+        _fail("consistent", f"sequence_logprob gives {total[i]:.6g} for probe sequence {i}, "
+                            f"the sum of its token_logprobs {summed[i]:.6g}")
 
 
 def score_row(job: Job, oracle: dict[str, Any], task: Any, policy: Any,

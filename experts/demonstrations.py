@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from imitation.data import rollout as imitation_rollout
@@ -18,9 +18,14 @@ from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 from ntp_envs.validation import check_int
 
+if TYPE_CHECKING:
+    import datasets
+
 FORMAT = "ntp-gym/demonstrations"
 FORMAT_VERSION = 1
 ARRAY_FIELDS = ("prompts", "tokens", "expert_logprobs")
+HF_FORMAT = "ntp-gym/demonstrations-hf"
+HF_COLUMNS = ("prompt", "completion", "prompt_ids", "completion_ids", "expert_logprobs")
 CHUNK_ROWS = 16384
 # what numpy/zipfile raise on damaged archives (ValueError covers pickle and header errors)
 def _frozen(name: str, value: Any, kind: str) -> np.ndarray:
@@ -230,6 +235,89 @@ class Demonstrations:
         except ValueError as err:
             raise ValueError(f"{os.fspath(path)} is not a valid {what}: {err}") from None
         return demos
+
+    def to_hf_dataset(self, task: SequenceTask | None = None) -> datasets.Dataset:
+        """A ``datasets.Dataset`` in TRL's prompt-completion format: text columns ``prompt``
+        and ``completion`` (:mod:`ntp_envs.hf` words), their word ids ``prompt_ids`` and
+        ``completion_ids`` (= ``tokens``) and ``expert_logprobs``; the env id, kwargs and
+        vocabulary size are JSON in ``info.description``."""
+        import datasets
+
+        from ntp_envs.hf import text_view
+
+        task = self.task() if task is None else task
+        self.check_same_env(task)
+        view = text_view(task)
+        meta = {"format": HF_FORMAT, "version": FORMAT_VERSION, "env_id": self.env_id,
+                "env_kwargs": self.env_kwargs, "vocab_size": self.vocab_size}
+        features = datasets.Features({
+            "prompt": datasets.Value("string"),
+            "completion": datasets.Value("string"),
+            "prompt_ids": datasets.List(datasets.Value("int64")),
+            "completion_ids": datasets.List(datasets.Value("int64")),
+            "expert_logprobs": datasets.List(datasets.Value("float64")),
+        })
+        columns = {
+            "prompt": [view.prompt_text(p) for p in self.prompts],
+            "completion": [view.completion_text(t) for t in self.tokens],
+            "prompt_ids": view.prompt_ids(self.prompts).tolist(),
+            "completion_ids": self.tokens.tolist(),
+            "expert_logprobs": self.expert_logprobs.tolist(),
+        }
+        info = datasets.DatasetInfo(description=json.dumps(meta, sort_keys=True),
+                                    features=features)
+        return datasets.Dataset.from_dict(columns, info=info)
+
+    @classmethod
+    def from_hf_dataset(cls, ds: datasets.Dataset, task: SequenceTask) -> Demonstrations:
+        """Inverse of :meth:`to_hf_dataset` for demonstrations of ``task``; ValueError if
+        ``ds`` is not a valid one: a column is missing or ragged, a text is not its ids'
+        text, or an array fails the checks :meth:`load` applies."""
+        from ntp_envs.hf import text_view
+
+        what = "demonstrations dataset"
+        names = getattr(ds, "column_names", None)
+        if not isinstance(names, list):
+            raise ValueError(f"ds must be a datasets.Dataset, got {type(ds).__name__}")
+        missing = sorted(set(HF_COLUMNS) - set(names))
+        if missing:
+            raise ValueError(f"ds is not a valid {what}: missing columns {missing}")
+        try:
+            meta = json.loads(ds.info.description or "{}")
+        except (TypeError, ValueError):
+            meta = {}
+        kwargs = _jsonable(task.params)
+        if isinstance(meta, dict) and meta.get("format") == HF_FORMAT:
+            if meta.get("env_id") != task.env_id:
+                raise ValueError(f"ds is not a valid {what} of {task.env_id}: it holds "
+                                 f"demonstrations of {meta.get('env_id')!r}")
+            kwargs = meta.get("env_kwargs", kwargs)
+        view = text_view(task)
+        try:
+            prompt_ids = _hf_rows(ds, "prompt_ids", task.prompts.prompt_length)
+            tokens = _hf_rows(ds, "completion_ids", task.horizon)
+            logp = _hf_rows(ds, "expert_logprobs", task.horizon)
+            demos = cls(env_id=task.env_id, env_kwargs=kwargs, prompts=view.prompts_of_ids(
+                prompt_ids), tokens=tokens, expert_logprobs=logp, vocab_size=task.vocab_size)
+            demos.check_same_env(task)
+            for i, (prompt, completion) in enumerate(zip(list(ds["prompt"]),
+                                                         list(ds["completion"]), strict=True)):
+                if (prompt != view.prompt_text(demos.prompts[i])
+                        or completion != view.completion_text(demos.tokens[i])):
+                    raise ValueError(f"row {i}: prompt/completion text is not the text of "
+                                     "its prompt_ids/completion_ids")
+        except ValueError as err:
+            raise ValueError(f"ds is not a valid {what}: {err}") from None
+        object.__setattr__(demos, "_task", task)
+        return demos
+
+
+def _hf_rows(ds: datasets.Dataset, column: str, width: int) -> np.ndarray:
+    """Column ``column`` of ``ds`` as an ``(n, width)`` array; ValueError if ragged."""
+    rows = list(ds[column])
+    if not rows or any(not isinstance(r, list) or len(r) != width for r in rows):
+        raise ValueError(f"{column} must hold n >= 1 lists of {width} numbers each")
+    return np.asarray(rows)
 
 
 def collect_demonstrations(

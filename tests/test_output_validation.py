@@ -63,6 +63,8 @@ class Faulty(SequenceModel):
 
     def token_logprobs(self, prompts: Any, tokens: Any) -> Any:
         out = super().token_logprobs(prompts, tokens)
+        if self.mode == "token values":
+            out[:, -1] -= 0.1  # the last position scored apart from next_token_logprobs
         return out[:, :-1] if self.mode == "token shape" else out
 
 
@@ -87,7 +89,8 @@ class FaultyAgent(Agent):
 
 CHECKS = {"probabilities": "normalised", "half": "normalised", "wide": "shape",
           "short batch": "shape", "nan": "finite", "plus inf": "finite", "text": "shape",
-          "raises": "callable", "sequence": "consistent", "token shape": "shape"}
+          "raises": "callable", "sequence": "consistent", "token shape": "shape",
+          "token values": "consistent"}
 
 
 @pytest.mark.parametrize("mode", list(CHECKS))
