@@ -24,7 +24,7 @@ rows and ``D = C + m V`` features, i.e. ``~V^K``. The class is improper (any law
   frequency, shrunk by the ridge, i.e. ``chunk:K``'s law up to ridge and floor).
 * ``ridge`` defaults to ``1e-9`` for population fits and ``1 / n`` for ``n`` demonstrations
   (one pseudo-observation); ``floor`` to ``1e-12`` (``floor V^K < 1`` is required).
-* Exact evaluation as for ``chunk:K`` (the chunk recursion of :mod:`evaluation.chunk_dp`).
+* Exact evaluation as for ``chunk:K`` (the chunk recursion of :mod:`evaluation.methods.chunk_dp`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ import numpy as np
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
 from agents.chunked_bc import (
     MAX_MEMORY,
-    chunk_agent_names,
     chunk_class,
-    register_chunk_family,
     saved_integers,
 )
 from agents.rho_estimator import check_tournament_chunk_size
@@ -180,7 +178,5 @@ class ChunkKR(Agent):
             "features": chunks.num_inputs})
 
 
-register_chunk_family("chunk-kr", ChunkKR)
-
-__all__ = ["ChunkKR", "ChunkTablePolicy", "chunk_agent_names", "design_matrix",
+__all__ = ["ChunkKR", "ChunkTablePolicy", "design_matrix",
            "project_simplex_floor", "ridge_chunk_laws"]

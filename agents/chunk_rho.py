@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.chunked_bc import chunk_agent_names, register_chunk_family
 from agents.rho_estimator import RhoEstimator, check_tournament_chunk_size
 
 
@@ -39,11 +38,4 @@ class ChunkRho(RhoEstimator):
         self.name = f"chunk-rho:{int(self.chunk_size)}"
 
 
-def chunk_rho(chunk_size: int) -> ChunkRho:
-    """``chunk-rho:K`` (the registry's factory)."""
-    return ChunkRho(chunk_size=chunk_size)
-
-
-register_chunk_family("chunk-rho", chunk_rho)
-
-__all__ = ["ChunkRho", "chunk_agent_names", "chunk_rho"]
+__all__ = ["ChunkRho"]

@@ -17,7 +17,7 @@ suite's convex multinomial logistic regression (:func:`agents.logistic.fit_logis
 the ``V^K`` chunk outcomes as its vocabulary. The fitted policy generates chunk by chunk;
 its token conditionals are the chunk law marginalised within the chunk, so it exposes exact
 next-token and sequence log-probabilities (:class:`~ntp_envs.chunk_tables.ChunkModel`) and
-is scored exactly by the chunk recursion of :mod:`evaluation.chunk_dp`.
+is scored exactly by the chunk recursion of :mod:`evaluation.methods.chunk_dp`.
 
 * ``m`` (``memory``) defaults to the memory of the task's linear-softmax class, so at
   ``K = 1`` the chunk class *is* the token class (projection included) and ChunkedBC is
@@ -68,9 +68,7 @@ is scored exactly by the chunk recursion of :mod:`evaluation.chunk_dp`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,7 +77,6 @@ from scipy.special import log_softmax
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
 from agents.logistic import DENSE_HESSIAN_MAX_DIM, fit_logistic
 from ntp_envs.chunk_tables import (
-    MAX_CHUNK_OUTCOMES,
     MAX_CHUNK_TABLE_ELEMENTS,
     ChunkModel,
     ChunkTables,
@@ -445,34 +442,3 @@ class ChunkedBC(Agent):
                      "memory": chunks.memory, "chunk_outcomes": chunks.num_outcomes,
                      "parameters": chunks.dim + chunks.last_dim})
         return ChunkPolicy(task, chunks.chunk_size, chunks.memory, theta, theta_last, info)
-
-
-CHUNK_FAMILIES: dict[str, Callable[[int], Agent]] = {"chunk": ChunkedBC}
-"""Registry-name prefix -> agent built from ``K``: ``chunk`` here, ``chunk-rho``
-(:mod:`agents.chunk_rho`) and ``chunk-kr`` (:mod:`agents.chunk_kr`) register themselves."""
-
-
-def register_chunk_family(prefix: str, factory: Callable[[int], Agent]) -> None:
-    """Make ``make_agent`` accept ``prefix:K`` for any integer ``K``."""
-    CHUNK_FAMILIES[prefix] = factory
-
-
-def chunk_agent(name: str) -> Agent:
-    """The agent ``prefix:K`` of a registered chunk family (``chunk:K`` is ``ChunkedBC(K)``);
-    ValueError naming the form and the range of ``K`` (``chunk_size must be an integer >= 1``;
-    the upper end, ``H`` and the outcome cap, is checked against the task by ``fit``)."""
-    prefix, _, value = name.partition(":")
-    try:
-        k = int(value)
-    except ValueError:
-        k = None
-    if prefix not in CHUNK_FAMILIES or k is None:
-        raise ValueError(f"chunk agent names are {prefix if prefix in CHUNK_FAMILIES else 'chunk'}"
-                         f":K with an integer K >= 1, got {name!r}")
-    return CHUNK_FAMILIES[prefix](k)
-
-
-def chunk_agent_names(prefix: str = "chunk") -> dict[str, Callable[[], Agent]]:
-    """Registry entries ``prefix:K`` for every ``K`` the outcome cap allows (binary tokens)."""
-    largest = int(math.log2(MAX_CHUNK_OUTCOMES))
-    return {f"{prefix}:{k}": partial(CHUNK_FAMILIES[prefix], k) for k in range(1, largest + 1)}

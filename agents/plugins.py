@@ -1,14 +1,12 @@
-"""Agents from outside the suite: by import path, by entry point, and the rho selector.
+"""Agents from outside the suite (by import path or entry point) and what keys their rows.
 
-:func:`agents.make_agent` falls back here for a name it does not register itself. Accepted
+:func:`agents.registry.make_agent` falls back here for a name it does not own. Accepted
 (the spec grammar is :mod:`ntp_envs.plugins`)::
 
     mypkg.learners:MyBC                 an Agent subclass or a factory returning an Agent
     mypkg.learners:MyBC?hidden=32       ... called with keyword arguments
     examples/custom_agent.py:GRUBC      ... from a Python file
     my-bc                               an entry point of group ``ntp_gym.agents``
-    rho-select:logloss+robust+my-bc     the rho tournament over the listed agents
-                                        (:mod:`agents.rho_select`)
 
 Sweep workers (local pool and Ray) call :func:`agents.make_agent` with the same string, so
 they import a plug-in the same way: the module must be importable there too (installed, on
@@ -27,9 +25,9 @@ from types import ModuleType
 from typing import Any
 
 from agents.base import Agent, agent_config
+from agents.rho_select import RhoSelect
 from ntp_envs.plugins import (
     AGENT_GROUP,
-    SPEC_FORMS,
     describe_failure,
     entry_point_names,
     import_object,
@@ -37,11 +35,9 @@ from ntp_envs.plugins import (
     parse_spec,
 )
 
-__all__ = ["DEVICE_MODULES", "RHO_SELECT_PREFIX", "SUITE_PACKAGES", "agent_identity",
-           "build_agent", "check_agent", "plugin_agent_names", "resolve_agent", "source_digest",
-           "suite_version"]
+__all__ = ["DEVICE_MODULES", "SUITE_PACKAGES", "agent_identity", "build_agent",
+           "plugin_agent_names", "resolve_plugin", "source_digest", "suite_version"]
 
-RHO_SELECT_PREFIX = "rho-select:"
 SUITE_PACKAGES = ("agents", "evaluation", "experts", "ntp_envs")
 """Top-level packages of the suite: agents whose class lives elsewhere are plug-ins."""
 DEVICE_MODULES = ("agents.gpt", "agents.hf_lm")
@@ -75,31 +71,17 @@ def build_agent(obj: Any, kwargs: dict[str, Any], source: str, flag: str) -> Age
     return agent
 
 
-def resolve_agent(name: str, accepted: list[str], flag: str = "agent") -> Agent:
-    """The agent a plug-in ``name`` describes (module doc); ``accepted`` lists the built-in
-    names for the error message."""
-    if name.startswith(RHO_SELECT_PREFIX):
-        from agents.rho_select import rho_select_agent
-
-        return rho_select_agent(name, flag)
+def resolve_plugin(name: str, accepted: str, flag: str = "agent") -> Agent:
+    """The agent a plug-in ``name`` describes (module doc): an entry point, else an import
+    path; ``accepted`` (the registry's names and forms) goes into the error for any other
+    name."""
     spec = parse_spec(name, flag)
     obj = load_entry_point(AGENT_GROUP, spec.target, flag)
     if obj is None and not spec.is_import_path:
-        raise ValueError(
-            f"{flag}: unknown agent {name!r}; accepted: {', '.join(accepted)}, "
-            f"{RHO_SELECT_PREFIX}a+b+..., or a plug-in ({', '.join(SPEC_FORMS)})")
+        raise ValueError(f"{flag}: unknown agent {name!r}; accepted: {accepted}")
     if obj is None:
         obj = import_object(spec.target, flag)
     return build_agent(obj, spec.kwargs, repr(spec.target), flag)
-
-
-def check_agent(name: str, flag: str = "agent") -> None:
-    """Check that ``name`` builds an agent (a plug-in is imported and constructed, nothing is
-    fitted); one-line ValueError naming ``flag`` otherwise."""
-    from agents import AGENTS, make_agent
-
-    if name not in AGENTS:
-        make_agent(name, flag)
 
 
 @functools.cache
@@ -131,17 +113,10 @@ def source_digest(module_name: str) -> str:
 
 def _modules(agent: Agent) -> list[str]:
     """The modules defining ``agent``'s class and, for rho-select, its candidates' classes."""
-    from agents.rho_select import RhoSelect
-
     modules = [type(agent).__module__]
     if isinstance(agent, RhoSelect):
-        from agents import make_agent
-
-        for name in agent.candidates:
-            try:
-                modules += _modules(make_agent(name))
-            except ValueError:  # a bad candidate: the fit fails with the message
-                continue
+        for member in agent._members:
+            modules += _modules(member)
     return list(dict.fromkeys(modules))
 
 

@@ -20,22 +20,22 @@ error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agents.base import Agent, FittedPolicy
-from agents.plugins import RHO_SELECT_PREFIX
 from agents.tournament import TournamentSource
-from ntp_envs.plugins import split_specs
 from ntp_envs.task import SequenceTask
 from ntp_envs.validation import check_float, check_int
 
 if TYPE_CHECKING:
     from experts.demonstrations import Demonstrations
 
-__all__ = ["RhoSelect", "rho_select_agent"]
+__all__ = ["RHO_SELECT_PREFIX", "RhoSelect"]
+
+RHO_SELECT_PREFIX = "rho-select:"
 
 
 @dataclass
@@ -47,16 +47,20 @@ class RhoSelect(Agent):
     population_samples: int = 20_000
     name: str = "rho-select"
 
-    def _agents(self, flag: str = "agent") -> list[Agent]:
-        from agents import make_agent
+    _members: tuple[Agent, ...] = field(default=(), repr=False, compare=False)
+    """The candidates' agents, in ``candidates`` order: ``agents.make_agent`` builds them
+    from the names (``make_agent("rho-select:logloss+robust")``); their settings key the
+    rows through ``candidates``."""
 
-        if len(self.candidates) < 1:
-            raise ValueError(f"{flag}: {RHO_SELECT_PREFIX} needs at least one agent, e.g. "
+    def _agents(self) -> list[Agent]:
+        if not self.candidates:
+            raise ValueError(f"{RHO_SELECT_PREFIX} needs at least one agent, e.g. "
                              f"{RHO_SELECT_PREFIX}logloss+robust")
-        if any(c.startswith(RHO_SELECT_PREFIX) for c in self.candidates):
-            raise ValueError(f"{flag}: {RHO_SELECT_PREFIX} cannot list another "
-                             f"{RHO_SELECT_PREFIX} agent")
-        return [make_agent(c, flag) for c in self.candidates]
+        if len(self._members) != len(self.candidates):
+            raise ValueError(f"RhoSelect needs the agents of its candidates {self.candidates} "
+                             f"as members: build it with agents.make_agent("
+                             f"'{RHO_SELECT_PREFIX}{'+'.join(self.candidates)}')")
+        return list(self._members)
 
     def fit(
         self,
@@ -98,11 +102,3 @@ class RhoSelect(Agent):
             "winner_info": winner.info,
         }
         return winner
-
-
-def rho_select_agent(spec: str, flag: str = "agent") -> RhoSelect:
-    """The :class:`RhoSelect` of ``rho-select:a+b+...`` (candidates checked to build)."""
-    names = tuple(split_specs(spec.removeprefix(RHO_SELECT_PREFIX), "+"))
-    agent = RhoSelect(candidates=names, name=spec)
-    agent._agents(flag)
-    return agent

@@ -3,7 +3,7 @@
 The family of issue 13: ``event_prob = 1e-3`` and ``--biases`` log-spaced ``bias`` values in
 [1e-3, 0.25], at ``--horizon`` H (default 256). Every instance is fitted on the exact expert
 law (``demonstrations=None``) and scored exactly (``evaluation.divergences.divergence``
-against ``evaluation.oracle.best_in_class``); the row reports the worst C_apx over the
+against ``evaluation.oracle.search.best_in_class``); the row reports the worst C_apx over the
 family, the bias that attains it, the mean fit seconds per instance and the tournament's
 statistics (``exact`` or ``sampled, n=...``). Agents: ``logloss``, ``robust``, ``rho``,
 ``chunk-rho:K`` for K = 1, 2, 4, ..., H, and ``chunk:K``, ``chunk-kr:K`` while ``3**K``

@@ -32,8 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from agents.linear_ar import LinearAR, LinearARPolicy, PositionProblems, position_threads
 from agents.mlp_ar import MLPAR
-from evaluation.accuracy import answer_accuracy
 from evaluation.divergences import divergence
+from evaluation.metrics.accuracy import answer_accuracy
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.task import SequenceTask

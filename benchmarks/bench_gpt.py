@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from agents.gpt import CPU_CONFIG, GPTAgent
-from evaluation.pathstar_metrics import pathstar_metrics
+from evaluation.metrics.pathstar import pathstar_metrics
 from experts import collect_demonstrations
 from ntp_envs import make_task
 

@@ -69,7 +69,7 @@ def _cost_per_start(vocab: int, horizons: list[int], starts: int, threads: int) 
     """Seconds per start of one batched value-and-gradient evaluation, per horizon."""
     import torch
 
-    from evaluation.oracle import _LinearClassObjective
+    from evaluation.oracle.search import _LinearClassObjective
     from ntp_envs import make_task
 
     torch.set_num_threads(threads)

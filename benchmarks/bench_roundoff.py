@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_roundoff.py``. Each exact kernel scores a law against itself
 (true ``D_H^2 = KL = 0``) at horizons up to 16,384, and the raw values, before any clipping,
 are printed. Exits 1 if any lies farther outside its range than a thousandth of
-:data:`evaluation.roundoff.ROUNDOFF_TOLERANCE` (the tolerance would then be too tight).
+:data:`evaluation.methods.roundoff.ROUNDOFF_TOLERANCE` (the tolerance would then be too tight).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
-from evaluation.finite_state_dp import kl_divergence, log_bhattacharyya
-from evaluation.roundoff import ROUNDOFF_TOLERANCE
+from evaluation.methods.finite_state_dp import kl_divergence, log_bhattacharyya
+from evaluation.methods.roundoff import ROUNDOFF_TOLERANCE
 from ntp_envs.mixture_product import MixtureOfProducts
 from ntp_envs.sequence_model import FinitePrompts, log_binomial
 

@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluation.backends import available_cores
-from evaluation.presets import PRESETS
-from evaluation.sweep import sweep_jobs
+from evaluation.bench.backends import available_cores
+from evaluation.bench.sweep import sweep_jobs
+from evaluation.experiments.presets import PRESETS
 
 TIMING_COLUMNS = ("fit_seconds", "eval_seconds")
 RUNS = {

@@ -5,9 +5,9 @@ Methods are tried in the order of :data:`METHODS`; each says whether it applies 
 not) and computes a :class:`DivergenceResult`. To add one (e.g. ``"stats"``, sufficient
 statistics for exchangeable laws), write a :class:`Method` and insert it into ``METHODS``
 at its place in the ``"auto"`` order: ``deterministic`` (deterministic experts,
-:mod:`evaluation.deterministic`), ``enumerate``, ``stats`` (sufficient statistics of
-binary exchangeable laws, :mod:`evaluation.sufficient_stats`), ``chunk`` (chunk models
-against finite-state or count-law experts, :mod:`evaluation.chunk_dp`), ``dp``,
+:mod:`evaluation.methods.deterministic`), ``enumerate``, ``stats`` (sufficient statistics of
+binary exchangeable laws, :mod:`evaluation.methods.sufficient_stats`), ``chunk`` (chunk models
+against finite-state or count-law experts, :mod:`evaluation.methods.chunk_dp`), ``dp``,
 ``monte_carlo``.
 
 ``DivergenceResult.method`` (a sweep row's ``eval_method``) says how the numbers were got:
@@ -25,7 +25,7 @@ against finite-state or count-law experts, :mod:`evaluation.chunk_dp`), ``dp``,
 * ``deterministic``: rows stored before the two above were named apart, either of them;
   ``hellinger2_stderr`` is ``0`` for the exact sum and positive for the estimate.
 
-Exact values are checked to lie in their ranges up to round-off (:mod:`evaluation.roundoff`)
+Exact values are checked to lie in their ranges up to round-off (:mod:`evaluation.methods.roundoff`)
 and ``*_stderr`` is ``0.0`` for them.
 """
 
@@ -37,21 +37,21 @@ from typing import TypeVar
 
 import numpy as np
 
-from evaluation.chunk_dp import (
+from evaluation.methods.chunk_dp import (
     MAX_CHUNK_DP_ELEMENTS,
     chunk_dp_elements,
     count_law_chunk_divergences,
     finite_state_chunk_divergences,
 )
-from evaluation.deterministic import (
+from evaluation.methods.deterministic import (
     deterministic_divergences,
     exact_over_support,
     is_deterministic,
 )
-from evaluation.enumeration import MAX_SEQUENCES, enumerate_divergences
-from evaluation.finite_state_dp import finite_state_divergences
-from evaluation.monte_carlo import monte_carlo_divergences
-from evaluation.sufficient_stats import count_law_divergences
+from evaluation.methods.enumeration import MAX_SEQUENCES, enumerate_divergences
+from evaluation.methods.finite_state_dp import finite_state_divergences
+from evaluation.methods.monte_carlo import monte_carlo_divergences
+from evaluation.methods.sufficient_stats import count_law_divergences
 from ntp_envs.chunk_tables import ChunkTables
 from ntp_envs.sequence_model import (
     CountLaw,

@@ -6,9 +6,9 @@
 ``policy`` is anything :func:`evaluation.adapters.as_sequence_model` takes (a suite policy, an
 SB3 policy or algorithm, imitation's BC policy, a torch module mapping token contexts to
 logits, any object with batched ``next_token_logprobs``). The row is
-:func:`evaluation.sweep.score_row`'s: D_H^2, KL, TV (exact with stderr 0 where the structure
+:func:`evaluation.bench.sweep.score_row`'s: D_H^2, KL, TV (exact with stderr 0 where the structure
 allows, Monte Carlo with its standard error otherwise; ``eval_method`` says which), the
-best-in-class value (:func:`evaluation.sweep.compute_oracle`, read from ``store`` when it
+best-in-class value (:func:`evaluation.bench.sweep.compute_oracle`, read from ``store`` when it
 holds it) and ``C_apx``. With ``store`` the row (and a new best-in-class value) is written to
 it, keyed by ``label``; ``n_train = -1`` marks a policy not fitted by the suite, unless the
 caller gives its training-set size.
@@ -20,8 +20,8 @@ import dataclasses
 from typing import Any
 
 from evaluation.adapters import as_sequence_model
-from evaluation.store import ResultStore, canonical_json
-from evaluation.sweep import Job, compute_oracle, score_row
+from evaluation.bench.store import ResultStore, canonical_json
+from evaluation.bench.sweep import Job, compute_oracle, score_row
 from ntp_envs.task import SequenceTask
 
 __all__ = ["EXTERNAL_N_TRAIN", "score"]

@@ -20,7 +20,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from agents.imitation_agents import ImitationBC
 from agents.sb3_policy import NeuralPolicy, as_sb3_policy, bc_initialised_ppo
 from evaluation.divergences import divergence
-from evaluation.returns import expected_return
+from evaluation.metrics.returns import expected_return
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.vector import SequenceVecEnv

@@ -45,6 +45,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from ntp_envs.registry import registered_env_ids
 from ntp_envs.task import SequenceTask
 
 __all__ = ["AGENT_GROUP", "TASK_GROUP", "Spec", "check_task", "describe_failure",
@@ -219,8 +220,6 @@ def _gym_spec(env_id: str, flag: str) -> str:
         gym.spec(bare)
         return bare
     except Exception as err:  # noqa: BLE001 - gymnasium's NameNotFound, ModuleNotFound, ...
-        from ntp_envs import registered_env_ids
-
         raise ValueError(
             f"{flag}: {env_id!r} is not a known task: not a suite env "
             f"({', '.join(registered_env_ids())}), not an entry point of "

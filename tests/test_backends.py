@@ -21,11 +21,11 @@ try:
 except ImportError:  # the [ray] extra is optional: its tests skip, the others run
     ray = None
 
-from evaluation import sweep as sweep_module
-from evaluation.backends import LocalBackend, RayBackend, SerialBackend, make_backend
+from evaluation.bench import sweep as sweep_module
+from evaluation.bench.backends import LocalBackend, RayBackend, SerialBackend, make_backend
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import Job, SweepConfig, compute_oracle, run_job, run_sweep
 from evaluation.cli import main
-from evaluation.store import ResultStore
-from evaluation.sweep import Job, SweepConfig, compute_oracle, run_job, run_sweep
 
 TIMING_COLUMNS = ("fit_seconds", "eval_seconds")
 # robust draws random numbers (its held-out split): the seeds must carry across processes

@@ -14,9 +14,9 @@ from scipy.special import gammaln
 
 from agents import make_agent
 from evaluation import divergence
-from evaluation.analysis import growth_exponent
+from evaluation.bench.analysis import growth_exponent
+from evaluation.bench.sweep import approximation_ratio
 from evaluation.oracle import best_in_class
-from evaluation.sweep import approximation_ratio
 from experts import collect_demonstrations
 from ntp_envs import make_task
 

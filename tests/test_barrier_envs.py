@@ -12,7 +12,7 @@ from scipy.special import expit, logsumexp
 from scipy.stats import chisquare
 
 from evaluation import divergence
-from evaluation.sufficient_stats import count_law_divergences, log_bhattacharyya_counts
+from evaluation.methods.sufficient_stats import count_law_divergences, log_bhattacharyya_counts
 from ntp_envs import make_task
 from ntp_envs.finite_class_barrier import barrier_closed_forms
 from ntp_envs.linear_softmax import LinearSoftmaxClass

@@ -12,18 +12,18 @@ import pandas as pd
 import pytest
 from scipy.special import log_softmax
 
-from agents import AGENTS, ChunkedBC, ChunkKR, LogLossBC, agent_names, load_policy, make_agent
+from agents import ChunkedBC, ChunkKR, LogLossBC, agent_names, load_policy, make_agent
 from agents.chunk_kr import project_simplex_floor
 from agents.chunked_bc import chunk_class
 from evaluation import divergence
-from evaluation.analysis import chunk_size
+from evaluation.bench.analysis import chunk_size
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import SweepConfig, run_sweep
 from evaluation.cli import main as cli_main
 from evaluation.experiments.chunking import EXPERIMENT as CHUNKING
 from evaluation.experiments.chunking import chunking_table
+from evaluation.experiments.presets import PRESETS
 from evaluation.oracle import best_in_class
-from evaluation.presets import PRESETS
-from evaluation.store import ResultStore
-from evaluation.sweep import SweepConfig, run_sweep
 from experts import ExpertPolicy
 from ntp_envs import make_task
 from ntp_envs.chunk_tables import (
@@ -125,7 +125,7 @@ def test_chunk_model_likelihoods_agree() -> None:
     np.testing.assert_allclose(FiniteStateModel(tables, model.prompts).sequence_logprob(
         prompts, tokens), model.sequence_logprob(prompts, tokens), atol=1e-12)
     # every sequence: total probability one per context
-    from evaluation.enumeration import sequences_at
+    from evaluation.methods.enumeration import sequences_at
 
     every = sequences_at(np.arange(3**7), 3, 7)
     for c in range(2):
@@ -292,7 +292,7 @@ def test_bad_agent_names_and_memory() -> None:
     peak, message = _peak_bytes(lambda: ChunkedBC(16, memory=10).fit(task, None))
     assert "memory cap" in message and peak < 1_000_000
     assert make_agent("chunk:7").chunk_size == 7 and "chunk:16" in agent_names()
-    assert all(name in AGENTS for name in ("chunk:1", "chunk:4"))
+    assert all(name in agent_names() for name in ("chunk:1", "chunk:4"))
 
 
 def test_policy_acts_in_the_gym_env_chunk_by_chunk_law() -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.claims import Claim, ClaimResult, Measured, NotRun, family_worst
+from evaluation.bench.store import ResultStore, canonical_json
+from evaluation.bench.sweep import SweepConfig, family_json, run_sweep
 from evaluation.experiments import EXPERIMENTS, barrier, chunking, cot, pathstar, quick, realizable
-from evaluation.store import ResultStore, canonical_json
-from evaluation.sweep import SweepConfig, family_json, run_sweep
+from evaluation.experiments.claims import Claim, ClaimResult, Measured, NotRun, family_worst
 from ntp_envs import canonical_env_kwargs
 
 MIX = quick.ENV

@@ -15,10 +15,10 @@ from agents import load_policy, make_agent
 from agents.context_models import ContextOneHot, position_rows, training_sequences
 from agents.linear_ar import LinearAR
 from agents.logistic import fit_logistic
-from evaluation.accuracy import answer_accuracy, greedy_decode
+from evaluation.bench.store import ResultStore
 from evaluation.cli import main
 from evaluation.divergences import divergence
-from evaluation.store import ResultStore
+from evaluation.metrics.accuracy import answer_accuracy, greedy_decode
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.multiplication_cot import (
@@ -216,7 +216,7 @@ def test_deterministic_method_matches_enumeration_and_monte_carlo() -> None:
 
 
 def test_deterministic_method_samples_prompts_beyond_the_listing_limit(monkeypatch) -> None:
-    import evaluation.deterministic as det
+    import evaluation.methods.deterministic as det
 
     task = make_task(PARITY, num_bits=6, subset_size=3, cot="count")
     learner = _fitted(task, 100)

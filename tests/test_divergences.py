@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
 
-import evaluation.finite_state_dp as dp
+import evaluation.methods.finite_state_dp as dp
 from evaluation import DivergenceResult, divergence
-from evaluation.enumeration import enumerate_divergences
-from evaluation.finite_state_dp import (
+from evaluation.methods.enumeration import enumerate_divergences
+from evaluation.methods.finite_state_dp import (
     finite_state_divergences,
     kl_divergence,
     lift_to_common_memory,
     log_bhattacharyya,
 )
-from evaluation.monte_carlo import monte_carlo_divergences
+from evaluation.methods.monte_carlo import monte_carlo_divergences
 from ntp_envs import make_task
 from ntp_envs.sequence_model import (
     FinitePrompts,
@@ -305,7 +305,7 @@ def test_hellinger_properties(case) -> None:
 
 
 def test_hellinger_of_a_perfect_fit_is_plus_zero() -> None:
-    from evaluation.finite_state_dp import hellinger2_from_log_bc
+    from evaluation.methods.finite_state_dp import hellinger2_from_log_bc
 
     for log_bc in (0.0, 1e-15, -0.0):  # BC = 1 (rounding may put log BC a hair above 0)
         assert math.copysign(1.0, hellinger2_from_log_bc(log_bc)) == 1.0  # not -0.0
@@ -353,8 +353,8 @@ def test_a_learner_above_one_on_the_deterministic_answer_is_reported() -> None:
 
 
 def test_negative_kl_and_tv_are_reported(monkeypatch) -> None:
-    from evaluation.roundoff import ROUNDOFF_TOLERANCE, tv_from_log_overlap
-    from evaluation.sufficient_stats import count_law_divergences
+    from evaluation.methods.roundoff import ROUNDOFF_TOLERANCE, tv_from_log_overlap
+    from evaluation.methods.sufficient_stats import count_law_divergences
     from ntp_envs.sequence_model import CountLaw
 
     expert, learner, prompts = pair(0, 2, 1, 1, 2, 2, 2, 40)
@@ -370,7 +370,7 @@ def test_negative_kl_and_tv_are_reported(monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"KL computed exactly is -0\.6931"):  # -log 2
         count_law_divergences(half, double, np.zeros(1))
     # chunk recursion: fair coins vs 2 chunks of K = 2 each of mass 1.01: KL = -2 log 1.01
-    from evaluation.chunk_dp import finite_state_chunk_divergences
+    from evaluation.methods.chunk_dp import finite_state_chunk_divergences
     from ntp_envs.chunk_tables import ChunkTables
 
     coins = FiniteStateTables(np.full((1, 1, 1, 2), math.log(0.5)), 0, 4)
@@ -487,8 +487,8 @@ def test_auto_falls_back_to_monte_carlo_beyond_the_state_limit() -> None:
 
 
 def test_every_method_name_a_result_carries_is_documented(monkeypatch) -> None:
-    import evaluation.deterministic as det
     import evaluation.divergences as divergences_module
+    import evaluation.methods.deterministic as det
     from ntp_envs.chunk_tables import ChunkModel, ChunkTables
     from ntp_envs.mixture_product import MixtureOfProducts
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from agents import LogLossBC, agent_names, load_policy, make_agent
+from evaluation.bench.store import RESULT_COLUMNS, ResultStore
 from evaluation.cli import main
-from evaluation.store import RESULT_COLUMNS, ResultStore
 from experts import collect_demonstrations
 from experts.demonstrations import Demonstrations
 from ntp_envs import make_task
@@ -279,9 +279,10 @@ def test_demonstrations_constructor_rejects_out_of_range_and_shapes() -> None:
 
 def test_memory_guard_bounds_a_job_by_available_memory_over_workers(monkeypatch) -> None:
     from evaluation import cli
+    from evaluation.cli import sweep as sweep_cli
 
-    monkeypatch.setattr(cli, "available_memory", lambda: 8 * 2**30, raising=False)
-    monkeypatch.setattr(cli, "available_cores", lambda: 2, raising=False)
+    monkeypatch.setattr(sweep_cli, "available_memory", lambda: 8 * 2**30)
+    monkeypatch.setattr(sweep_cli, "available_cores", lambda: 2)
     argv = ["--env", AR_LINEAR, "--horizons", "1024", "--seeds", "8"]  # 8 jobs
     # 2^17 x 1024 = 2^27 tokens, below the old fixed cap (2^28) but ~10 GB: refused
     with pytest.raises(cli.UsageError) as refused:
@@ -301,7 +302,7 @@ def test_memory_guard_bounds_a_job_by_available_memory_over_workers(monkeypatch)
 
 MEASURE = """
 import json, resource, sys
-from evaluation.sweep import Job, run_job
+from evaluation.bench.sweep import Job, run_job
 oracle = {"best_in_class_hellinger2": 0.1, "oracle_method": "x", "oracle_agreement": 1.0}
 row = run_job(Job(sys.argv[1], {}, 4, "robust", 0, 2**18, eval_samples=1000), oracle)
 print(json.dumps([row["status"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))
@@ -316,7 +317,7 @@ def test_memory_estimate_covers_a_measured_job() -> None:
     import subprocess
     import sys
 
-    from evaluation.cli import job_memory
+    from evaluation.cli.sweep import job_memory
 
     done = subprocess.run([sys.executable, "-c", MEASURE, BARRIER], capture_output=True,
                           text=True, timeout=600, check=True)
@@ -355,12 +356,12 @@ def test_store_with_undecodable_text_is_one_line_and_left_untouched(
 def test_report_on_an_empty_store_writes_nothing(tmp_path: Path, monkeypatch,
                                                  capsys: pytest.CaptureFixture[str],
                                                  readonly: bool) -> None:
-    from evaluation import cli
+    from evaluation.cli import report as report_cli
 
     store = tmp_path / "results.sqlite"
     store.touch()
     if readonly:
-        monkeypatch.setattr(cli, "_writable", lambda out: False)
+        monkeypatch.setattr(report_cli, "_writable", lambda out: False)
     assert main(["report", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert f"{store} is empty (0 bytes), not a result store: left untouched" in err

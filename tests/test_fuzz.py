@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 import ntp_envs
 from agents import LogLossBC, agent_names
 from evaluation.cli import UsageError, plan_sweep
-from evaluation.presets import preset_names
+from evaluation.experiments.presets import preset_names
 from experts.demonstrations import Demonstrations
 from ntp_envs import make_task, registered_env_ids
 

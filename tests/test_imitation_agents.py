@@ -19,8 +19,8 @@ from agents.imitation_agents import DAgger, ImitationBC
 from agents.sb3_policy import NeuralPolicy, as_sb3_policy
 from evaluation.cli import main
 from evaluation.divergences import divergence
-from evaluation.enumeration import sequences_at
-from evaluation.returns import expected_return
+from evaluation.methods.enumeration import sequences_at
+from evaluation.metrics.returns import expected_return
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.base import encode_observations
@@ -122,7 +122,7 @@ def test_monte_carlo_at_larger_horizon() -> None:
 
 def test_sb3_evaluation_of_the_expert_estimates_its_exact_return() -> None:
     # the expert's reward is its own token log-probability: J(pi*) = -entropy(P*), summed
-    # here over every sequence, independently of evaluation.returns
+    # here over every sequence, independently of evaluation.metrics.returns
     task = make_task(AR_LINEAR, horizon=4)
     prompts, tokens, log_mu = all_sequences(task)
     log_p = task.expert.sequence_logprob(prompts, tokens)

@@ -10,7 +10,7 @@ import pytest
 from agents import LogLossBC, load_policy
 from agents.logistic import fit_logistic
 from agents.logloss_bc import fit_linear_softmax, target_counts
-from evaluation.finite_state_dp import finite_state_divergences
+from evaluation.methods.finite_state_dp import finite_state_divergences
 from ntp_envs import make_task
 
 ENV = "ntp_envs/ARLinear-v0"

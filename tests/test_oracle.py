@@ -10,8 +10,8 @@ import torch
 from scipy.optimize import minimize, minimize_scalar
 
 from agents import LogLossBC
-from evaluation.finite_state_dp import finite_state_divergences, log_bhattacharyya
-from evaluation.oracle import _LinearClassObjective, best_in_class
+from evaluation.methods.finite_state_dp import finite_state_divergences, log_bhattacharyya
+from evaluation.oracle.search import _LinearClassObjective, best_in_class
 from ntp_envs import make_task
 from ntp_envs.linear_softmax import LinearSoftmaxClass
 from ntp_envs.sequence_model import FinitePrompts, FiniteStateModel, FiniteStateTables

@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy.special import log_softmax
 
-import evaluation.bhattacharyya_grad as adjoint
-from evaluation.batched_minimize import minimize_batch
-from evaluation.bhattacharyya_grad import log_bhattacharyya_value_grad
-from evaluation.finite_state_dp import finite_state_divergences, log_bhattacharyya
+import evaluation.oracle.bhattacharyya_grad as adjoint
+from evaluation.methods.finite_state_dp import finite_state_divergences, log_bhattacharyya
 from evaluation.oracle import best_in_class
+from evaluation.oracle.batched_minimize import minimize_batch
+from evaluation.oracle.bhattacharyya_grad import log_bhattacharyya_value_grad
 from ntp_envs import make_task
 
 ENV = "ntp_envs/ARLinear-v0"
@@ -151,7 +151,7 @@ def test_polish_preconditioner_whitens_the_autograd_hessian() -> None:
     """At the search's optimum (H below the preconditioner's horizon, so the same objective),
     ``M^T H M`` for the Hessian ``H`` by double autograd has eigenvalues 1 (whitened) or 0
     (the softmax's flat directions)."""
-    from evaluation.oracle import _LinearClassObjective, _preconditioner
+    from evaluation.oracle.search import _LinearClassObjective, _preconditioner
 
     task = make_task(ENV, horizon=10, vocab_size=3, learner_memory=1, expert_memory=2,
                      misspecification=0.7, task_seed=4)

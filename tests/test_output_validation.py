@@ -16,11 +16,11 @@ from scipy.special import log_softmax
 
 from agents import make_agent
 from agents.base import Agent, FittedPolicy
-from evaluation import sweep
+from evaluation.bench import sweep
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import Job, PolicyOutputError, check_policy_output, run_job
 from evaluation.cli import main
 from evaluation.score import score
-from evaluation.store import ResultStore
-from evaluation.sweep import Job, PolicyOutputError, check_policy_output, run_job
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.sequence_model import SequenceModel

@@ -15,7 +15,7 @@ import ntp_envs  # noqa: F401 - registers the envs
 from agents import load_policy, make_agent
 from agents.gpt import DEVICE_ENV, GPTAgent, GPTConfig, GPTSequenceModel, gpt_device, target_inputs
 from evaluation.divergences import divergence
-from evaluation.pathstar_metrics import pathstar_metrics
+from evaluation.metrics.pathstar import pathstar_metrics
 from experts import ExpertPolicy, collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.path_star import (
@@ -463,10 +463,10 @@ def test_teacher_forcing_fails_where_reverse_targets_succeed(tmp_path) -> None:
     """The split of Bachmann & Nagarajan at the defaults (degree 2, path length 4, 20 labels),
     with the registered agents and budgets, through the sweep (two single-threaded worker
     processes: 8.5 minutes on this 2-core machine)."""
-    from evaluation.backends import LocalBackend
+    from evaluation.bench.backends import LocalBackend
+    from evaluation.bench.store import ResultStore
+    from evaluation.bench.sweep import SweepConfig, run_sweep
     from evaluation.experiments.pathstar import PATHSTAR, PATHSTAR_TRAIN
-    from evaluation.store import ResultStore
-    from evaluation.sweep import SweepConfig, run_sweep
 
     configs = [
         SweepConfig(ENV_ID, PATHSTAR, ("gpt-tf",), (4,), seeds=1, n_train=PATHSTAR_TRAIN,

@@ -24,9 +24,9 @@ try:
 except ImportError:  # the [ray] extra is optional: these tests skip without it
     ray = None
 
-from evaluation.backends import LOOPBACK, RayBackend, ray_on_loopback
-from evaluation.store import ResultStore
-from evaluation.sweep import SweepConfig, run_sweep
+from evaluation.bench.backends import LOOPBACK, RayBackend, ray_on_loopback
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import SweepConfig, run_sweep
 
 pytestmark = pytest.mark.skipif(ray is None,
                                 reason="needs the [ray] extra (pip install -e '.[ray]')")

@@ -46,7 +46,7 @@ def test_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_num_threads(threads)  # a snippet sets it for the process
     assert (tmp_path / "bc.npz").is_file()
     # "the same return, ± s.e.": SB3's 64 episodes against the exact expected return
-    from evaluation.returns import expected_return
+    from evaluation.metrics.returns import expected_return
 
     exact = expected_return(namespace["task"], namespace["bc"], method="enumerate")
     assert abs(namespace["mean"] - exact.mean) < 4 * namespace["std"] / math.sqrt(64)

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from evaluation.claims import Claim, ClaimResult, Measured, select_rows
+from evaluation.bench.sweep import SweepConfig
 from evaluation.cli import main as cli_main
+from evaluation.cli.reproduce import doc_files, exit_status, publish, reproduce
 from evaluation.experiments.base import Experiment
+from evaluation.experiments.claims import Claim, ClaimResult, Measured, select_rows
 from evaluation.experiments.quick import mixture_ntp_c_apx
-from evaluation.report import (
+from evaluation.experiments.report import (
     RunRecord,
     find_blocks,
     load_record,
@@ -23,8 +25,6 @@ from evaluation.report import (
     save_record,
     update_blocks,
 )
-from evaluation.reproduce_cli import doc_files, exit_status, publish, reproduce
-from evaluation.sweep import SweepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX = "ntp_envs/MixtureProduct-v0"

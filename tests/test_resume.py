@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import SweepConfig
 from evaluation.cli import main
-from evaluation.store import ResultStore
-from evaluation.sweep import SweepConfig
 
 ARGV = ["sweep", "--env", "ntp_envs/ARLinear-v0", "--agents", "logloss,robust",
         "--horizons", "16", "--seeds", "6", "--n-train", "3000", "--oracle-starts", "2",

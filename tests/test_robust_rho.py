@@ -153,7 +153,7 @@ def test_misuse() -> None:
 def _enumerated_scores(task, candidates, chunk_size: int) -> np.ndarray:
     """Tournament scores ``max_k' E_{P*} sum_j tanh((l_k'(o_j) - l_k(o_j)) / 4)`` by summing
     over every sequence of the (small) task, chunk by chunk, in a direct double loop."""
-    from evaluation.enumeration import sequences_at
+    from evaluation.methods.enumeration import sequences_at
 
     horizon, vocab = task.horizon, task.vocab_size
     every = sequences_at(np.arange(vocab**horizon), vocab, horizon)

@@ -24,7 +24,7 @@ from agents.sb3_policy import (
     load_sb3_policy,
 )
 from evaluation.divergences import divergence
-from evaluation.returns import expected_return
+from evaluation.metrics.returns import expected_return
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.base import encode_observations

@@ -14,9 +14,9 @@ import torch as th
 from scipy.special import comb
 
 from agents import make_agent
+from evaluation.bench.store import ResultStore
 from evaluation.cli import main
 from evaluation.score import score
-from evaluation.store import ResultStore
 from experts import collect_demonstrations
 from ntp_envs import make_task
 from ntp_envs.base import encode_observations

@@ -12,8 +12,8 @@ import pytest
 from brute_force import enumerated_divergences
 
 from agents import LogLossBC
+from evaluation.bench.store import ResultStore
 from evaluation.cli import main
-from evaluation.store import ResultStore
 from experts import collect_demonstrations
 from ntp_envs import make_task
 

@@ -16,12 +16,14 @@ import pytest
 
 from agents import ChunkedBC, LogLossBC
 from agents.base import agent_config
-from evaluation import cli, sweep
-from evaluation.analysis import summarise
+from evaluation import cli
+from evaluation.bench import sweep
+from evaluation.bench.analysis import summarise
+from evaluation.bench.store import RESULT_COLUMNS, ResultStore
+from evaluation.bench.sweep import Job
 from evaluation.cli import main, plan_sweep
-from evaluation.presets import PRESETS
-from evaluation.store import RESULT_COLUMNS, ResultStore
-from evaluation.sweep import Job
+from evaluation.cli import report as report_cli
+from evaluation.experiments.presets import PRESETS
 
 MIX = "ntp_envs/MixtureProduct-v0"
 BARRIER = "ntp_envs/FiniteClassBarrier-v0"
@@ -311,7 +313,7 @@ def test_old_store_reads_read_only_and_its_rows_stay_apart(tmp_path, monkeypatch
     assert frame["eval_samples"].isna().all() and len(frame) == 1
     assert store.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [
         "results.sqlite"]
-    monkeypatch.setattr(cli, "_writable", lambda out: False)  # as a read-only folder reads
+    monkeypatch.setattr(report_cli, "_writable", lambda out: False)  # as a read-only folder reads
     assert main(["report", "--out", str(out)]) == 0
     assert "is read-only: summary read from" in capsys.readouterr().out
     assert store.read_bytes() == before and not (out / "results.csv").exists()
@@ -326,7 +328,7 @@ def test_old_store_reads_read_only_and_its_rows_stay_apart(tmp_path, monkeypatch
 
 def test_overlapping_curves_stay_distinct_and_titles_name_the_kwargs(tmp_path,
                                                                      monkeypatch) -> None:
-    from evaluation import plots
+    from evaluation.bench import plots
 
     figures = []
     monkeypatch.setattr(plots, "save_figure",
@@ -391,7 +393,7 @@ def test_device_keys_the_rows_of_agents_that_use_it(tmp_path, monkeypatch) -> No
 
 
 def test_integral_floats_key_one_instance(tmp_path) -> None:
-    from evaluation.store import canonical_json
+    from evaluation.bench.store import canonical_json
 
     assert canonical_json([1.0, {"b": 2.0, "a": True, "c": 0.5, "d": [3.0, -0.0]}]) == \
         '[1,{"a":true,"b":2,"c":0.5,"d":[3,0]}]'

@@ -1,6 +1,6 @@
 """The experiments, one module each (bsuite's layout: sweeps per profile, analysis, claims).
 
-Every module of this package that defines ``EXPERIMENT`` (an
+Every module of this package (but the machinery: :data:`MACHINERY`) that defines ``EXPERIMENT`` (an
 :class:`~evaluation.experiments.base.Experiment`) is registered under its name: adding an
 experiment is adding one file. :data:`EXPERIMENTS` lists them in report order.
 """
@@ -15,9 +15,16 @@ from evaluation.experiments.base import PROFILES, Experiment
 __all__ = ["EXPERIMENTS", "PROFILES", "Experiment", "experiment_names"]
 
 
+MACHINERY = ("base", "claims", "presets", "report")
+"""Modules of this package that hold no experiment: the experiment type, claims with their
+verdicts, the presets built from the experiments, and the reproduction report."""
+
+
 def _discover() -> dict[str, Experiment]:
     found = []
     for info in pkgutil.iter_modules(__path__):
+        if info.name in MACHINERY:
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         experiment = getattr(module, "EXPERIMENT", None)
         if isinstance(experiment, Experiment):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.claims import Claim, Measured, family_rows, family_worst, full_kwargs
+from evaluation.bench.plots import plot_worst_case
+from evaluation.bench.sweep import SweepConfig
 from evaluation.experiments.base import (
     Experiment,
     Figure,
@@ -17,8 +18,7 @@ from evaluation.experiments.base import (
     family_configs,
     fmt,
 )
-from evaluation.plots import plot_worst_case
-from evaluation.sweep import SweepConfig
+from evaluation.experiments.claims import Claim, Measured, family_rows, family_worst, full_kwargs
 
 ENV = "ntp_envs/FiniteClassBarrier-v0"
 MIX = "ntp_envs/MixtureProduct-v0"

@@ -4,7 +4,7 @@ An experiment (bsuite's layout) is one module of :mod:`evaluation.experiments` h
 :class:`Experiment`: the sweep configurations of each profile (``cpu``: every claim at
 CPU-sized settings; ``full``: the larger CPU settings, what ``--preset NAME`` runs; ``gpu``:
 settings for an accelerator), the analysis of its rows (display tables, saved as CSV, and
-figures) and its :class:`~evaluation.claims.Claim` objects.
+figures) and its :class:`~evaluation.experiments.claims.Claim` objects.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from evaluation.analysis import summarise
-from evaluation.claims import Claim
-from evaluation.plots import plot_divergence_vs_horizon
-from evaluation.sweep import SweepConfig
+from evaluation.bench.analysis import summarise
+from evaluation.bench.plots import plot_divergence_vs_horizon
+from evaluation.bench.sweep import SweepConfig
+from evaluation.experiments.claims import Claim
 
 __all__ = ["PROFILES", "Experiment", "Figure", "Table", "data_label", "divergence_analysis",
            "family_configs", "fmt", "setting_label"]

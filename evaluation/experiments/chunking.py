@@ -17,8 +17,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from evaluation.analysis import chunk_size  # noqa: E402
-from evaluation.claims import Claim, Measured, family_rows, family_worst  # noqa: E402
+from evaluation.bench.analysis import chunk_size  # noqa: E402
+from evaluation.bench.plots import save_figure  # noqa: E402
+from evaluation.bench.sweep import SweepConfig  # noqa: E402
 from evaluation.experiments.barrier import ENV, FAMILY, FAMILY_BASE, FAMILY_GRID  # noqa: E402
 from evaluation.experiments.base import (  # noqa: E402
     Experiment,
@@ -29,8 +30,7 @@ from evaluation.experiments.base import (  # noqa: E402
     fmt,
     setting_label,
 )
-from evaluation.plots import save_figure  # noqa: E402
-from evaluation.sweep import SweepConfig  # noqa: E402
+from evaluation.experiments.claims import Claim, Measured, family_rows, family_worst  # noqa: E402
 
 MIX = "ntp_envs/MixtureProduct-v0"
 CLAIM_HORIZON = 256

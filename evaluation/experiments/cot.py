@@ -1,7 +1,7 @@
 """Chain of thought (Malach 2023): a linear next-token predictor learns parity with the
 counting CoT and is at chance without it; the long CoT lets ``mlp-ar`` multiply 2 x 2 digits.
 
-Answer accuracy is greedy decoding on held-out prompts (:mod:`evaluation.accuracy`); for
+Answer accuracy is greedy decoding on held-out prompts (:mod:`evaluation.metrics.accuracy`); for
 ParityCoT the plot is accuracy against the CoT length (``cot_stride`` m gives
 ``ceil(num_bits / m)`` CoT tokens; no CoT is length 0); for other tasks one bar per setting.
 """
@@ -21,11 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from evaluation.claims import Claim, Measured, NotRun, mean_se, select_rows  # noqa: E402
+from evaluation.bench.plots import save_figure  # noqa: E402
+from evaluation.bench.sweep import SweepConfig  # noqa: E402
 from evaluation.experiments.base import Experiment, Figure, Table  # noqa: E402
-from evaluation.plots import save_figure  # noqa: E402
-from evaluation.report import print_analysis  # noqa: E402
-from evaluation.sweep import SweepConfig  # noqa: E402
+from evaluation.experiments.claims import Claim, Measured, NotRun, mean_se, select_rows  # noqa: E402
+from evaluation.experiments.report import print_analysis  # noqa: E402
 from ntp_envs import make_task  # noqa: E402
 from ntp_envs.multiplication_cot import multiplication_horizon  # noqa: E402
 from ntp_envs.parity_cot import parity_horizon  # noqa: E402

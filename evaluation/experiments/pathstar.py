@@ -29,11 +29,11 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from agents.base import Agent  # noqa: E402
-from evaluation.claims import Claim, Measured, NotRun, mean_se  # noqa: E402
+from evaluation.bench.plots import save_figure  # noqa: E402
+from evaluation.bench.sweep import SweepConfig  # noqa: E402
 from evaluation.experiments.base import Experiment, Figure, Table  # noqa: E402
-from evaluation.plots import save_figure  # noqa: E402
-from evaluation.report import print_analysis  # noqa: E402
-from evaluation.sweep import SweepConfig  # noqa: E402
+from evaluation.experiments.claims import Claim, Measured, NotRun, mean_se  # noqa: E402
+from evaluation.experiments.report import print_analysis  # noqa: E402
 from ntp_envs.path_star import ENV_ID  # noqa: E402
 
 PATHSTAR = {"degree": 2, "num_nodes": 20}  # path_length = the horizon, 4

@@ -1,7 +1,7 @@
 """The headline: NTP's error amplification on MixtureProduct and the two ways around it.
 
 Claim R2 compares the sweep's exact population C_apx of LogLossBC with a closed form derived
-here, independently of :mod:`evaluation.oracle`: the population NTP fit of the i.i.d.
+here, independently of :mod:`evaluation.oracle.search`: the population NTP fit of the i.i.d.
 Bernoulli class to a mixture of products is the marginal mean ``m = (1 - w) p0 + w p1``;
 ``BC(mixture, Bern(q)^H) = sum_k C(H, k) sqrt(M(k) q^k (1 - q)^(H - k))`` over the count of
 ones ``k`` (``M(k)`` the mixture's probability of one sequence with ``k`` ones); the best in
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln, logsumexp
 
-from evaluation.analysis import growth_exponent, summarise
-from evaluation.claims import Claim, Measured, NotRun, select_rows
+from evaluation.bench.analysis import growth_exponent, summarise
+from evaluation.bench.sweep import SweepConfig
 from evaluation.experiments.base import Experiment
-from evaluation.sweep import SweepConfig
+from evaluation.experiments.claims import Claim, Measured, NotRun, select_rows
 
 ENV = "ntp_envs/MixtureProduct-v0"
 MIXTURE = {"weight": 0.05, "p0": 0.2, "p1": 0.8}  # the env's defaults, spelled out

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.analysis import growth_exponent, summarise
-from evaluation.claims import Claim, Measured, NotRun, mean_se, select_rows
+from evaluation.bench.analysis import growth_exponent, summarise
+from evaluation.bench.sweep import SweepConfig
 from evaluation.experiments.base import Experiment
-from evaluation.sweep import SweepConfig
+from evaluation.experiments.claims import Claim, Measured, NotRun, mean_se, select_rows
 
 ENV = "ntp_envs/ARLinear-v0"
 WELL_SPECIFIED = {"misspecification": 0.0}

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from evaluation.divergences import MAX_AUTO_ENUMERATE
-from evaluation.enumeration import MAX_SEQUENCES, sequences_at
+from evaluation.methods.enumeration import MAX_SEQUENCES, sequences_at
 from ntp_envs.sequence_model import FinitePrompts, SequenceModel
 from ntp_envs.task import SequenceTask
 from ntp_envs.vector import sequence_rewards

@@ -31,7 +31,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from evaluation.claims import ClaimResult
+from evaluation.experiments.claims import ClaimResult
 
 __all__ = ["BLOCK_KINDS", "RunRecord", "claims_markdown", "find_blocks", "load_record",
            "markdown_table", "print_analysis", "print_claims", "render_block",

@@ -7,8 +7,8 @@ ones and checks the claims).
 
 from __future__ import annotations
 
+from evaluation.bench.sweep import SweepConfig
 from evaluation.experiments import EXPERIMENTS
-from evaluation.sweep import SweepConfig
 
 __all__ = ["PRESETS", "preset_names"]
 

@@ -1,7 +1,7 @@
 """Analysis of sweep results: per-horizon summaries, growth exponents in H, and the worst case
 of C_apx over a family of instances.
 
-Rows are grouped by every setting in their identity (:data:`evaluation.store.SETTING_COLUMNS`
+Rows are grouped by every setting in their identity (:data:`evaluation.bench.store.SETTING_COLUMNS`
 included), so rows computed with other settings are never pooled; rows of older stores,
 where a setting is NULL, form their own groups.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evaluation.store import SETTING_COLUMNS, canonical_json
+from evaluation.bench.store import SETTING_COLUMNS, canonical_json
 from ntp_envs import env_defaults
 
 GROUP = ["env_id", "env_kwargs", "agent", "n_train", *SETTING_COLUMNS, "horizon"]
@@ -88,7 +88,7 @@ def _equal(a: Any, b: Any) -> bool:
 
 def in_family(env_id: str, family: str, env_kwargs: str) -> bool:
     """Whether the instance ``env_kwargs`` (canonical JSON) belongs to ``family``
-    (:func:`evaluation.sweep.family_json`): its kwargs outside the grid are the family's, and
+    (:func:`evaluation.bench.sweep.family_json`): its kwargs outside the grid are the family's, and
     each grid kwarg takes one of the grid's values (an absent kwarg its default)."""
     spec = json.loads(family)
     grid, base = spec["grid"], spec["kwargs"]

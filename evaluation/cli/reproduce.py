@@ -26,10 +26,12 @@ import pandas as pd
 from rich.console import Console
 
 from agents import make_agent
-from evaluation.backends import MAX_WORKERS, make_backend
-from evaluation.claims import ClaimResult
+from evaluation.bench.backends import MAX_WORKERS, make_backend
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import SweepConfig, run_sweep, sweep_jobs
 from evaluation.experiments import EXPERIMENTS, PROFILES, Experiment, experiment_names
-from evaluation.report import (
+from evaluation.experiments.claims import ClaimResult
+from evaluation.experiments.report import (
     RunRecord,
     load_record,
     print_analysis,
@@ -39,8 +41,6 @@ from evaluation.report import (
     update_blocks,
     write_atomic,
 )
-from evaluation.store import ResultStore
-from evaluation.sweep import SweepConfig, run_sweep, sweep_jobs
 
 __all__ = ["DOCS_RESULTS", "add_parser", "available_configs", "exit_status", "publish",
            "render_docs", "reproduce", "run"]
@@ -67,7 +67,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _usage(message: str) -> ValueError:
-    from evaluation.cli import UsageError
+    from evaluation.cli.common import UsageError
 
     return UsageError(message)
 

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from evaluation.roundoff import checked_kl, hellinger2_from_log_bc
+from evaluation.methods.roundoff import checked_kl, hellinger2_from_log_bc
 from ntp_envs.chunk_tables import (
     ChunkTables,
     advance_window,

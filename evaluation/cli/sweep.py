@@ -1,12 +1,11 @@
-"""``ntp-bench``: run sweeps, export and plot results.
+"""``ntp-bench sweep``: check a sweep's flags, plan it (configs, backend, memory), run it.
 
     ntp-bench sweep --env ntp_envs/ARLinear-v0 --env-kwargs '{"misspecification": 0.5}' \\
         --agents logloss --horizons 4,8,16,32,64,128,256 --seeds 3 --n-train 2000 --out runs/demo
     ntp-bench sweep --preset quick --backend local --workers 2
     ntp-bench sweep --preset quick --backend ray --address auto
-    ntp-bench sweep --env ntp_envs/FiniteClassBarrier-v0 --env-kwargs '{"event_prob": 1e-3}' \
+    ntp-bench sweep --env ntp_envs/FiniteClassBarrier-v0 --env-kwargs '{"event_prob": 1e-3}' \\
         --env-grid '{"bias": [0.002, 0.01, 0.05]}' --agents logloss,rho --population
-    ntp-bench report --out runs/demo
 
 With --preset, --seeds, --n-train, --population, --eval-samples and --oracle-starts override
 that setting in every config of the preset (--n-train: its finite-sample configs).
@@ -19,31 +18,25 @@ import dataclasses
 import json
 import os
 import sqlite3
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 
-import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
-from agents import CHUNK_FAMILIES, agent_names, make_agent
+from agents import BUILT_IN, FAMILIES, check_agent, make_agent
 from agents.base import DEVICE_ENV
-from agents.plugins import check_agent
 from agents.threads import available_cores
-from evaluation import evaluate_cli, reproduce_cli
-from evaluation.analysis import growth_exponent, summarise, worst_case
-from evaluation.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
-from evaluation.experiments.cot import report_answers
-from evaluation.experiments.pathstar import report_pathstar
-from evaluation.plots import family_title, plot_divergence_vs_horizon, plot_worst_case
-from evaluation.presets import PRESETS, preset_names
-from evaluation.store import KEY_COLUMNS, SETTING_COLUMNS, ResultStore, write_atomically
-from evaluation.sweep import SweepConfig, check_env_grid, output_paths, run_sweep, sweep_jobs
+from evaluation.bench.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
+from evaluation.bench.store import ResultStore
+from evaluation.bench.sweep import SweepConfig, check_env_grid, output_paths, run_sweep, sweep_jobs
+from evaluation.cli.common import UsageError, count, positive_int
+from evaluation.cli.report import report
+from evaluation.experiments.presets import PRESETS, preset_names
 from ntp_envs import SequenceTask, env_defaults, make_task, registered_env_ids
 from ntp_envs.plugins import check_task, split_specs
+
+__all__ = ["SweepPlan", "add_parser", "available_memory", "job_memory", "plan", "run"]
 
 MAX_HORIZONS = 64
 MAX_SEEDS = 10_000
@@ -58,36 +51,6 @@ JOB_BASE_BYTES = 2**29
 """Memory of a job before its demonstrations (imports, task): 0.37-0.42 GB measured."""
 
 
-class UsageError(ValueError):
-    """A bad command line: reported in one line, exit status 2, nothing written."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are :class:`UsageError` (``main`` reports them)."""
-
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _positive_int(name: str, text: str, high: int | None = None) -> int:
-    span = "a positive integer" if high is None else f"an integer in [1, {high}]"
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{name} must be {span}, got {text!r}") from None
-    if value < 1 or (high is not None and value > high):
-        raise UsageError(f"{name} must be {span}, got {text!r}")
-    return value
-
-
-def _count(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise UsageError(f"{name} must be an integer >= 0, got {text!r}")
-    return value
 
 
 def _default(name: str) -> object:
@@ -99,17 +62,17 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     """The settings given on the command line (flags left out are not in it)."""
     given: dict[str, object] = {}
     if args.seeds is not None:
-        given["seeds"] = _positive_int("--seeds", args.seeds, MAX_SEEDS)
+        given["seeds"] = positive_int("--seeds", args.seeds, MAX_SEEDS)
     if args.n_train is not None:
-        n_train = _count("--n-train", args.n_train)
+        n_train = count("--n-train", args.n_train)
         given["n_train" if n_train else "population"] = n_train or True  # 0: population
     if args.population:
         given["population"] = True
     if args.eval_samples is not None:
-        given["eval_samples"] = _positive_int("--eval-samples", args.eval_samples,
+        given["eval_samples"] = positive_int("--eval-samples", args.eval_samples,
                                               MAX_EVAL_SAMPLES)
     if args.oracle_starts is not None:
-        given["oracle_starts"] = _positive_int("--oracle-starts", args.oracle_starts,
+        given["oracle_starts"] = positive_int("--oracle-starts", args.oracle_starts,
                                                MAX_ORACLE_STARTS)
     return given
 
@@ -139,7 +102,7 @@ def _parse_horizons(text: str) -> tuple[int, ...]:
         raise UsageError("--horizons must list at least one horizon, e.g. 4,8,16")
     if len(parts) > MAX_HORIZONS:
         raise UsageError(f"--horizons must list at most {MAX_HORIZONS} values, got {len(parts)}")
-    horizons = tuple(_positive_int("--horizons (each H >= 1)", p) for p in parts)
+    horizons = tuple(positive_int("--horizons (each H >= 1)", p) for p in parts)
     return tuple(sorted(set(horizons)))
 
 
@@ -199,7 +162,7 @@ def _configs_from_args(args: argparse.Namespace) -> list[SweepConfig]:
 
 def _backend_from_args(args: argparse.Namespace) -> Backend:
     """The backend named on the command line (UsageError for bad flags)."""
-    workers = None if args.workers is None else _positive_int("--workers", args.workers,
+    workers = None if args.workers is None else positive_int("--workers", args.workers,
                                                                 MAX_WORKERS)
     if args.address is not None and args.backend != "ray":
         raise UsageError("--address applies to --backend ray only")
@@ -326,168 +289,6 @@ def _validate(configs: list[SweepConfig]) -> int:
     return largest
 
 
-def _env_name(row: pd.Series) -> str:
-    kwargs = "" if row["env_kwargs"] in ("{}", "") else f" {row['env_kwargs']}"
-    return f"{row['env_id'].removeprefix('ntp_envs/')}{kwargs}"
-
-
-def _data(row: pd.Series) -> str:
-    return "population" if row["n_train"] == 0 else f"n={row['n_train']}"
-
-
-def _settings_key(frame: pd.DataFrame) -> pd.Series:
-    return frame[SETTING_COLUMNS].apply(lambda row: " ".join(map(str, row)), axis=1)
-
-
-def _settings_labels(summary: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
-    """A short label per set of settings (``eval_samples``, ``oracle_starts``,
-    ``agent_config``; keyed by :func:`_settings_key`) and a legend, both empty when every
-    row has the same settings."""
-    keys = _settings_key(summary)
-    distinct = list(dict.fromkeys(keys))
-    if not summary.duplicated(["env_id", "env_kwargs", "agent", "n_train", "horizon"]).any():
-        return {}, []  # one set of settings per agent and horizon: nothing to tell apart
-    number = {key: f"#{i + 1}" for i, key in enumerate(distinct)}
-    legend = []
-    for key in distinct:
-        row = summary.loc[keys[keys == key].index[0]]
-        legend.append(f"settings {number[key]}: " + ", ".join(
-            f"{name}={'NULL (older store)' if pd.isna(row[name]) else row[name]}"
-            for name in SETTING_COLUMNS))
-    return number, legend
-
-
-def _print_summary(console: Console, frame: pd.DataFrame) -> None:
-    summary = summarise(frame)
-    if summary.empty:
-        console.print("no successful jobs to summarise")
-        return
-    order = ["env_id", "env_kwargs", "agent", "n_train", *SETTING_COLUMNS, "horizon"]
-    summary = summary.sort_values(order, kind="stable").reset_index(drop=True)
-    number, legend = _settings_labels(summary)
-    labels = _settings_key(summary).map(number)
-    table = Table(title="D_H^2 and C_apx vs horizon (mean ± s.e. over seeds)")
-    columns = ["env", "agent", "data", *(["settings"] if legend else []), "H", "seeds", "D_H^2",
-               "best in class", "C_apx"]
-    for column in columns:
-        table.add_column(column, justify="right")
-    for index, row in summary.iterrows():
-        def cell(name: str, digits: int, row: pd.Series = row, se: bool = True) -> str:
-            mean = row[f"{name}_mean"]
-            if pd.isna(mean):
-                return "-"
-            spread = f" ± {row[f'{name}_se']:.2g}" if se and row["seeds"] > 1 else ""
-            return f"{mean:.{digits}g}{spread}"
-
-        settings = [labels[index]] if legend else []
-        table.add_row(_env_name(row), row["agent"], _data(row), *settings, str(row["horizon"]),
-                      str(row["seeds"]), cell("hellinger2", 4),
-                      cell("best_in_class_hellinger2", 4, se=False), cell("c_apx", 3))
-    console.print(table)
-    for line in legend:
-        console.print(line, highlight=False, markup=False)
-    growth = growth_exponent(summary)
-    growth_labels = _settings_key(growth).map(number) if legend else None
-    for index, row in growth.iterrows():
-        if pd.isna(row["slope"]):  # fewer than two horizons with a finite C_apx: no slope
-            continue
-        se = "" if pd.isna(row["slope_se"]) else f" ± {row['slope_se']:.2g}"
-        label = f", settings {growth_labels[index]}" if legend else ""
-        console.print(f"growth exponent of C_apx in H, {_env_name(row)}, {row['agent']} "
-                      f"({_data(row)}{label}): {row['slope']:.3f}{se} over {row['horizons']} "
-                      "horizons", highlight=False)
-
-
-def _attained(row: pd.Series) -> str:
-    """The grid kwargs of the instance attaining the worst case, e.g. ``bias=0.05``."""
-    grid = json.loads(row["family"])["grid"]
-    kwargs = {**env_defaults(row["env_id"]), **json.loads(row["worst_kwargs"])}
-    return ", ".join(f"{name}={kwargs.get(name)}" for name in grid)
-
-
-def _print_worst_case(console: Console, worst: pd.DataFrame) -> None:
-    for (env_id, family), frame in worst.groupby(["env_id", "family"], sort=False):
-        table = Table(title=f"worst case of C_apx over the family {family_title(env_id, family)}"
-                            " (seed mean per instance)")
-        for column in ("agent", "data", "H", "instances", "worst C_apx", "attained at",
-                       "mean C_apx"):
-            table.add_column(column, justify="right")
-        for _, row in frame.iterrows():
-            table.add_row(row["agent"], _data(row), str(row["horizon"]), str(row["instances"]),
-                          f"{row['worst_c_apx']:.4g}", _attained(row),
-                          f"{row['mean_c_apx']:.4g}")
-        console.print(table)
-
-
-def _writable(out: Path) -> bool:
-    """Whether this process may write in ``out`` (and to its store, if there is one)."""
-    store = output_paths(out)["store"]
-    return os.access(out, os.W_OK | os.X_OK) and (not store.exists()
-                                                 or os.access(store, os.W_OK))
-
-
-def _write_outputs(out: Path, frame: pd.DataFrame, console: Console) -> list[Path]:
-    """Write the CSV (every stored row), the plots and the worst-case table, each with the
-    store's permission bits; return them."""
-    paths = output_paths(out)
-    with ResultStore(paths["store"], create=False) as store:
-        mode = store.file_mode()
-        written = [store.export_csv(paths["csv"])]
-    ok = frame[frame["status"] == "ok"]
-    if not ok.empty:
-        written.append(plot_divergence_vs_horizon(summarise(ok), paths["plot"], mode))
-    worst = worst_case(frame)
-    worst = worst[worst["family"].map(lambda f: bool(json.loads(f)["grid"]))]
-    if not worst.empty:
-        written.append(write_atomically(paths["worst_case"], lambda tmp: worst.to_csv(
-            tmp, index=False, float_format="%.17g"), mode=mode))
-        written += plot_worst_case(worst, paths["worst_plot"], paths["chunk_plot"], mode)
-        _print_worst_case(console, worst)
-    return written
-
-
-def _report(out: Path, keys: list[str] | None, console: Console) -> int:
-    """Export and summarise every row of the store in ``out``; the exit status counts the
-    failed and unconverged rows among ``keys`` (this sweep's jobs; all rows when None)."""
-    paths = output_paths(out)
-    readonly = not _writable(out)
-    with ResultStore(paths["store"], readonly=readonly, create=False) as store:
-        frame = store.results()
-    if frame.empty:
-        console.print(f"no results in {paths['store']}")
-        return 1
-    _print_summary(console, frame)
-    if readonly:
-        console.print(f"{out} is read-only: summary read from {paths['store']}; no CSV, "
-                      "table or plot written (copy the folder to write them)", highlight=False)
-    else:
-        written = _write_outputs(out, frame, console)
-        ok = frame[frame["status"] == "ok"]
-        report_answers(ok, out, console)  # tasks with a right answer (CoT): accuracy, plot
-        report_pathstar(ok, out, console)  # PathStar: Clever-Hans table, OUT/pathstar.png
-        mine = "" if keys is None else f", {frame['job_key'].isin(set(keys)).sum()} from " \
-                                       "this sweep"
-        console.print(f"wrote {paths['store']} ({len(frame)} row(s){mine}), "
-                      f"{', '.join(str(p) for p in written)}", highlight=False)
-    ours = frame if keys is None else frame[frame["job_key"].isin(set(keys))]
-    bad = ours[ours["status"] != "ok"].sort_values(KEY_COLUMNS, kind="stable")
-    failed, unconverged = bad[bad["status"] == "failed"], bad[bad["status"] == "unconverged"]
-    if not failed.empty:
-        console.print(f"[red]{len(failed)} job(s) failed[/red] (rerun the same command to retry "
-                      "them; finished jobs are kept):", highlight=False)
-    if not unconverged.empty:
-        console.print(f"[red]{len(unconverged)} job(s) unconverged[/red]: the solver reported "
-                      "converged: false; their numbers are stored with status unconverged, left "
-                      "out of the summary and not retried (the fit is deterministic: change the "
-                      "agent's settings):", highlight=False)
-    for _, row in bad.iterrows():
-        first = str(row["error"]).splitlines()[0] if row["error"] else ""
-        console.print(f"  {row['status']}: {_env_name(row)} {row['agent']} H={row['horizon']} "
-                      f"seed={row['seed']} {_data(row)}: {first}", highlight=False, markup=False,
-                      soft_wrap=True)
-    return 1 if not bad.empty else 0
-
-
 @dataclass(frozen=True)
 class SweepPlan:
     """A checked ``ntp-bench sweep`` command: what runs, where, and the output folder."""
@@ -518,7 +319,8 @@ def _check_out(text: str | None, preset: str | None) -> Path:
     return out
 
 
-def _plan(args: argparse.Namespace) -> SweepPlan:
+def plan(args: argparse.Namespace) -> SweepPlan:
+    """The checked plan of parsed ``sweep`` arguments (UsageError naming the flag)."""
     configs = _configs_from_args(args)
     tokens = _validate(configs)
     device = None
@@ -536,17 +338,8 @@ def _plan(args: argparse.Namespace) -> SweepPlan:
     return SweepPlan(configs, backend, out, not args.quiet, device, args.recompute)
 
 
-def plan_sweep(argv: Sequence[str]) -> SweepPlan:
-    """Check the arguments of ``ntp-bench sweep`` (``argv`` without ``sweep``): UsageError
-    (a ValueError) naming the flag for any bad one. Starts no worker and writes nothing."""
-    return _plan(build_parser().parse_args(["sweep", *argv]))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ntp-bench`` argument parser."""
-    parser = _Parser(prog="ntp-bench", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``sweep`` subcommand to ``ntp-bench``'s subparsers."""
     sweep = sub.add_parser("sweep", help="fit agents across horizons and score them")
     sweep.add_argument("--preset", help=f"a named sweep: {', '.join(preset_names())}")
     sweep.add_argument("--env", help="env id, e.g. ntp_envs/ARLinear-v0, or a plug-in task "
@@ -555,11 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--env-grid", help="JSON object kwarg -> list of values: sweep the family "
                        "of their cartesian product (merged over --env-kwargs); the report adds "
                        "the worst case over it (OUT/worst_case.csv)")
-    named = [n for n in agent_names() if n.split(":")[0] not in CHUNK_FAMILIES]
-    chunked = ", ".join(f"{family}:K" for family in CHUNK_FAMILIES)
-    sweep.add_argument("--agents", help=f"comma-separated: {', '.join(named)}; {chunked} "
-                       "(chunk size K >= 1, at most H); rho-select:a+b+...; plug-ins "
-                       "module:name[?key=value&...]")
+    forms = "; ".join(family.form for family in FAMILIES.values())
+    sweep.add_argument("--agents", help=f"comma-separated: {', '.join(BUILT_IN)}; {forms}; "
+                       "plug-ins module:name[?key=value&...] (ntp-bench agents lists them)")
     sweep.add_argument("--horizons", help="comma-separated H values, e.g. 4,8,16 (default "
                        "4,8,16,32,64; an env whose horizon is set by its kwargs: its own)")
     override = " (with --preset: overrides every config of the preset)"
@@ -589,49 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fit and score again the jobs already stored under the same key "
                             "(replacing their rows), e.g. after editing a plug-in in place")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
-    report = sub.add_parser("report", help="re-export CSV, plot and summary from a store")
-    report.add_argument("--out", required=True, help="folder holding results.sqlite")
-    evaluate_cli.add_parser(sub)
-    reproduce_cli.add_parser(sub)
-    return parser
+    return sweep
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``ntp-bench``; returns the exit status."""
-    console = Console(width=max(110, Console().width))
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Run ``ntp-bench sweep``: plan, run the jobs not yet stored, then report."""
+    sweep_plan = plan(args)
+    if sweep_plan.device is not None:  # inherited by the worker processes
+        os.environ[DEVICE_ENV] = sweep_plan.device
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "evaluate":
-            return evaluate_cli.run(args, console)
-        if args.command == "reproduce":
-            return reproduce_cli.run(args, console)
-        if args.command == "report":
-            out = Path(args.out)
-            if not args.out.strip() or not output_paths(out)["store"].is_file():
-                raise UsageError(f"--out: no results.sqlite in {args.out!r}")
-            return _report(out, None, console)
-        plan = _plan(args)
-        if plan.device is not None:  # inherited by the worker processes
-            os.environ[DEVICE_ENV] = plan.device
-        try:
-            with ResultStore(output_paths(plan.out)["store"]) as store, plan.backend:
-                keys = run_sweep(plan.configs, store, backend=plan.backend,
-                                 progress=plan.progress, recompute=plan.recompute)
-            return _report(plan.out, keys, console)
-        except (OSError, sqlite3.OperationalError) as err:  # e.g. the disk is full
-            raise ValueError(f"--out {plan.out}: {getattr(err, 'strerror', None) or err}") \
-                from None
-    except KeyboardInterrupt:
-        print("ntp-bench: interrupted; finished jobs are stored, rerun the same command to "
-              "resume", file=sys.stderr)
-        return 130
-    except UsageError as err:
-        print(f"ntp-bench: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        print(f"ntp-bench: error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        with ResultStore(output_paths(sweep_plan.out)["store"]) as store, sweep_plan.backend:
+            keys = run_sweep(sweep_plan.configs, store, backend=sweep_plan.backend,
+                             progress=sweep_plan.progress, recompute=sweep_plan.recompute)
+        return report(sweep_plan.out, keys, console)
+    except (OSError, sqlite3.OperationalError) as err:  # e.g. the disk is full
+        raise ValueError(f"--out {sweep_plan.out}: {getattr(err, 'strerror', None) or err}") \
+            from None

@@ -64,7 +64,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "answer_accuracy": "REAL",
     "answer_accuracy_stderr": "REAL",
     "answer_split": "TEXT",
-    # task-specific measurements as JSON (evaluation.accuracy.TASK_METRICS, e.g. PathStar)
+    # task-specific measurements as JSON (evaluation.metrics.accuracy.TASK_METRICS, e.g. PathStar)
     "task_metrics": "TEXT",
     # part of the row's identity (keyed since issue 14); NULL in rows of older stores
     "eval_samples": "INTEGER",

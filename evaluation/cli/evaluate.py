@@ -112,9 +112,9 @@ def _print_row(console: Console, row: dict[str, Any]) -> None:
 
 def _score(args: argparse.Namespace, console: Console) -> int:
     from evaluation.adapters import load_policy_file
+    from evaluation.bench.store import ResultStore
+    from evaluation.bench.sweep import output_paths
     from evaluation.score import score
-    from evaluation.store import ResultStore
-    from evaluation.sweep import output_paths
     from ntp_envs import make_task
 
     try:
@@ -155,7 +155,7 @@ def _score(args: argparse.Namespace, console: Console) -> int:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run ``ntp-bench evaluate``; bad input is a one-line UsageError naming the flag."""
-    from evaluation.cli import UsageError
+    from evaluation.cli.common import UsageError
 
     try:
         return _score(args, console)

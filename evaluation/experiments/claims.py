@@ -19,8 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from evaluation.analysis import worst_case
-from evaluation.sweep import family_json
+from evaluation.bench.analysis import worst_case
+from evaluation.bench.sweep import family_json
 from ntp_envs import canonical_env_kwargs, env_defaults
 
 __all__ = ["VERDICTS", "Claim", "ClaimResult", "Measured", "NotRun", "family_rows",
@@ -169,7 +169,7 @@ def select_rows(frame: pd.DataFrame, env_id: str, agent: str, *, horizon: int | 
 
 def family_rows(frame: pd.DataFrame, env_id: str, base: Mapping[str, Any],
                 grid: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
-    """:func:`evaluation.analysis.worst_case` of ``frame`` restricted to the family ``base`` x
+    """:func:`evaluation.bench.analysis.worst_case` of ``frame`` restricted to the family ``base`` x
     ``grid`` (one row per agent, horizon, training size and settings)."""
     table = worst_case(frame)
     family = family_json(env_id, dict(base), {k: list(v) for k, v in grid.items()})

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-from evaluation.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
+from evaluation.methods.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
 from ntp_envs.sequence_model import FinitePrompts, SequenceModel
 from ntp_envs.type_aliases import IntArray
 

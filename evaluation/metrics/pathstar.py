@@ -21,7 +21,7 @@ The exact ``D_H^2 = 2 - 2 E_x sqrt(Q(path(x) | x))`` is the shared evaluator's
 (:func:`evaluation.divergences.divergence`, method ``deterministic``).
 
 In a sweep every ``PathStar-v0`` row stores these in its ``task_metrics`` column (JSON;
-:data:`evaluation.accuracy.TASK_METRICS`), next to the generic ``answer_accuracy`` (also the
+:data:`evaluation.metrics.accuracy.TASK_METRICS`), next to the generic ``answer_accuracy`` (also the
 exact-path accuracy, on its own sample of graphs), ``hellinger2`` and ``fit_seconds``; the
 path-star experiment (:mod:`evaluation.experiments.pathstar`) tabulates and plots them.
 """
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.accuracy import greedy_decode
+from evaluation.metrics.accuracy import greedy_decode
 from ntp_envs.path_star import ENV_ID, StarLayout, decode_prompts
 from ntp_envs.sequence_model import SequenceModel
 from ntp_envs.task import SequenceTask
@@ -68,7 +68,7 @@ class PathStarMetrics:
 
 def decode(model: SequenceModel, prompts: IntArray) -> IntArray:
     """Greedy free-running decode: the model's own one-pass ``greedy`` where it has one
-    (the teacherless GPT), else :func:`evaluation.accuracy.greedy_decode`."""
+    (the teacherless GPT), else :func:`evaluation.metrics.accuracy.greedy_decode`."""
     own = getattr(model, "greedy", None)
     return own(prompts) if callable(own) else greedy_decode(model, prompts)
 
@@ -145,6 +145,6 @@ MAX_SWEEP_PROMPTS = 20_000
 
 def sweep_metrics(task: SequenceTask, model: SequenceModel, n_samples: int,
                   rng: np.random.Generator) -> dict[str, Any]:
-    """The ``task_metrics`` of a sweep row (:data:`evaluation.accuracy.TASK_METRICS`)."""
+    """The ``task_metrics`` of a sweep row (:data:`evaluation.metrics.accuracy.TASK_METRICS`)."""
     n = min(int(n_samples), MAX_SWEEP_PROMPTS)
     return pathstar_metrics(task, model, n_prompts=n, rng=rng).as_dict()

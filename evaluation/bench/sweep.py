@@ -15,7 +15,7 @@ oracle_starts)`` and cached in the store.
 A config sweeps one instance, or a *family*: ``env_grid`` maps kwargs to lists of values and
 the sweep runs their cartesian product merged over ``env_kwargs``, each instance its own rows,
 each row carrying the family (``family`` column) so the report can take the worst case over
-it (:func:`evaluation.analysis.worst_case`).
+it (:func:`evaluation.bench.analysis.worst_case`).
 
 Before a fitted policy is scored, its output is checked on a probe batch
 (:func:`check_policy_output`: shapes, no NaN, rows log-normalised, per-token and sequence scores
@@ -27,7 +27,7 @@ status ``unconverged``: its numbers are kept and shown apart, and it is not retr
 deterministic; change the agent's settings to get a new row).
 
 The job functions :func:`compute_oracle` and :func:`run_job` are pure and picklable, so a
-backend (:mod:`evaluation.backends`: this process, a local process pool or Ray) can run
+backend (:mod:`evaluation.bench.backends`: this process, a local process pool or Ray) can run
 them anywhere; :func:`run_sweep` is the driver: it alone writes to the store, one row per
 job as each finishes, so a sweep killed at any point resumes where it stopped.
 """
@@ -53,11 +53,11 @@ from tqdm.auto import tqdm
 from agents import make_agent
 from agents.base import DEVICE_ENV
 from agents.plugins import agent_identity
-from evaluation.accuracy import task_metrics
-from evaluation.backends import Backend, SerialBackend
+from evaluation.bench.backends import Backend, SerialBackend
+from evaluation.bench.store import ResultStore, canonical_json, job_key, oracle_key
 from evaluation.divergences import divergence
+from evaluation.metrics.accuracy import task_metrics
 from evaluation.oracle import best_in_class
-from evaluation.store import ResultStore, canonical_json, job_key, oracle_key
 from experts.demonstrations import collect_demonstrations
 from ntp_envs import canonical_env_kwargs, make_task
 from ntp_envs.type_aliases import FloatArray
@@ -443,7 +443,7 @@ def run_sweep(
     ``recompute``, run again: their rows are replaced); failed ones are retried. Best-in-class
     values missing from the store are computed first (in parallel), and each job is
     submitted as soon as its value is known. ``backend`` defaults to this process
-    (:class:`~evaluation.backends.SerialBackend`); a given backend is left open.
+    (:class:`~evaluation.bench.backends.SerialBackend`); a given backend is left open.
     """
     jobs = sweep_jobs(configs)
     done = set() if recompute else store.done_keys()

@@ -4,7 +4,7 @@ The policy decodes greedily (argmax token at every position, its own previous to
 context: no teacher forcing); it is right on a prompt when its last ``answer_length`` tokens
 equal the expert's. Accuracy is measured on ``task.test_prompts`` (held out from training)
 when the task has one, else on ``task.prompts``: exactly over a listed support of at most
-:data:`evaluation.deterministic.MAX_EXACT_TOKENS` tokens, otherwise on ``n_samples``
+:data:`evaluation.methods.deterministic.MAX_EXACT_TOKENS` tokens, otherwise on ``n_samples``
 sampled prompts with its standard error.
 """
 
@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from evaluation.deterministic import exact_over_support
+from evaluation.methods.deterministic import exact_over_support
 from ntp_envs.decoding import greedy_decode
 from ntp_envs.sequence_model import FinitePrompts, SequenceModel
 from ntp_envs.task import SequenceTask
@@ -70,7 +70,7 @@ def answer_accuracy(
 
 
 TASK_METRICS: dict[str, str] = {
-    "ntp_envs/PathStar-v0": "evaluation.pathstar_metrics:sweep_metrics",
+    "ntp_envs/PathStar-v0": "evaluation.metrics.pathstar:sweep_metrics",
 }
 """Task-specific measurements: env id -> ``"module:function"`` (imported on first use), the
 function mapping ``(task, model, n_samples, rng)`` to a JSON-able dict that a sweep row

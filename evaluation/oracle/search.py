@@ -10,8 +10,8 @@ not trusted. The search is global-then-local:
 3. the ``refine`` best distinct end points are polished to tight tolerance.
 
 By default values and gradients come from the adjoint (forward-backward) recursion of
-:mod:`evaluation.bhattacharyya_grad`: all starts as one batch, memory bounded in ``H``; the
-polish runs the refined points together by L-BFGS (:mod:`evaluation.batched_minimize`),
+:mod:`evaluation.oracle.bhattacharyya_grad`: all starts as one batch, memory bounded in ``H``; the
+polish runs the refined points together by L-BFGS (:mod:`evaluation.oracle.batched_minimize`),
 preconditioned by the Hessian at the best end point of the same objective at a shorter
 horizon ``H'`` (finite differences of the exact gradient; ``H' = min(H, max(16, 2**14 / d))``,
 so its ``d`` gradients cost about ``2**14`` row-positions). The objective at
@@ -37,11 +37,11 @@ from scipy.optimize import minimize
 
 from agents.logloss_bc import fit_linear_softmax, target_counts
 from agents.policies import linear_class
-from evaluation.batched_minimize import minimize_batch
-from evaluation.bhattacharyya_grad import log_bhattacharyya_value_grad
 from evaluation.divergences import divergence
-from evaluation.finite_state_dp import log_bhattacharyya
-from evaluation.sufficient_stats import log_bhattacharyya_counts
+from evaluation.methods.finite_state_dp import log_bhattacharyya
+from evaluation.methods.sufficient_stats import log_bhattacharyya_counts
+from evaluation.oracle.batched_minimize import minimize_batch
+from evaluation.oracle.bhattacharyya_grad import log_bhattacharyya_value_grad
 from ntp_envs.finite_class import FiniteClass
 from ntp_envs.sequence_model import FinitePrompts
 from ntp_envs.task import SequenceTask
@@ -77,7 +77,7 @@ class _LinearClassObjective:
     Exact through the finite-state recursion when the expert is finite-state, or through
     the count-of-ones sum when the expert has a count law and the class is i.i.d. binary.
     ``gradient``: ``"adjoint"`` (value and gradient by the forward-backward recursion of
-    :mod:`evaluation.bhattacharyya_grad`) or ``"autograd"`` (torch autograd through
+    :mod:`evaluation.oracle.bhattacharyya_grad`) or ``"autograd"`` (torch autograd through
     :func:`log_bhattacharyya`, the reference path).
     """
 

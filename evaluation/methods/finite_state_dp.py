@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evaluation.roundoff import checked_kl, hellinger2_from_log_bc
+from evaluation.methods.roundoff import checked_kl, hellinger2_from_log_bc
 from ntp_envs.sequence_model import FiniteStateTables
 
 __all__ = [

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from evaluation.analysis import chunk_size  # noqa: E402
-from evaluation.store import write_atomically  # noqa: E402
+from evaluation.bench.analysis import chunk_size  # noqa: E402
+from evaluation.bench.store import write_atomically  # noqa: E402
 
 _PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")
 _NONE = FuncFormatter(lambda value, _pos: "")
@@ -54,7 +54,7 @@ def env_title(env_id: str, env_kwargs: str) -> str:
 
 
 def family_title(env_id: str, family: str) -> str:
-    """``Name k=v, grid g=[...]`` for a family (:func:`evaluation.sweep.family_json`)."""
+    """``Name k=v, grid g=[...]`` for a family (:func:`evaluation.bench.sweep.family_json`)."""
     spec = json.loads(family)
     grid = ", ".join(f"{k} in {len(v)} values [{min(v)}..{max(v)}]"
                      if all(isinstance(x, int | float) for x in v) else f"{k} in {v}"
@@ -121,7 +121,7 @@ def _log_axes(ax: plt.Axes, xlabel: str) -> None:
 
 def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
                     chunk_path: str | os.PathLike[str], mode: int | None = None) -> list[Path]:
-    """Worst-case C_apx over each family (:func:`evaluation.analysis.worst_case`): against H
+    """Worst-case C_apx over each family (:func:`evaluation.bench.analysis.worst_case`): against H
     per agent (one panel per family), and, where chunk learners (``chunk:K``,
     ``chunk-rho:K``, ``chunk-kr:K``) were swept, against K per learner and H. Returns the
     files written (the second only when there are chunk learners)."""

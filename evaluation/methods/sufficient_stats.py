@@ -21,9 +21,9 @@ import torch
 from scipy.special import logsumexp
 from torch import Tensor
 
-from evaluation.enumeration import ExactDivergences
-from evaluation.finite_state_dp import NEG
-from evaluation.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
+from evaluation.methods.enumeration import ExactDivergences
+from evaluation.methods.finite_state_dp import NEG
+from evaluation.methods.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
 from ntp_envs.sequence_model import CountLaw, log_binomial
 from ntp_envs.type_aliases import FloatArray
 
@@ -69,7 +69,7 @@ def log_bhattacharyya_counts(log_seq_p: Tensor, log_seq_q: Tensor, log_mu: Tenso
 
     Leading batch dimensions of ``log_seq_p`` and ``log_seq_q`` broadcast; ``log_mu`` has
     shape ``(C,)``. Exact zeros (``-inf``) are clamped to the finite ``NEG`` of
-    :mod:`evaluation.finite_state_dp`, so gradients stay free of NaN.
+    :mod:`evaluation.methods.finite_state_dp`, so gradients stay free of NaN.
     """
     if log_seq_p.ndim < 2 or log_seq_q.ndim < 2:
         raise ValueError("count laws must have shape (..., C, H + 1), got "

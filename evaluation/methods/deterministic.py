@@ -7,7 +7,7 @@ With ``P*`` a point mass on ``tau*(x)`` for each prompt and ``q(x) = Q(tau*(x) |
 Exact (a ``mu``-weighted sum over the support, in log space) for a
 :class:`~ntp_envs.sequence_model.FinitePrompts` law of at most :data:`MAX_EXACT_TOKENS`
 support tokens (``C * H``); otherwise a Monte Carlo average over ``n_samples`` prompts with
-standard errors (:func:`evaluation.monte_carlo.monte_carlo_divergences`, which for a
+standard errors (:func:`evaluation.methods.monte_carlo.monte_carlo_divergences`, which for a
 deterministic expert is exactly this average). :func:`evaluation.divergences.divergence`
 names the two apart: ``eval_method`` ``deterministic_exact`` and ``deterministic_mc``.
 """
@@ -19,8 +19,8 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from evaluation.monte_carlo import MonteCarloEstimate, monte_carlo_divergences
-from evaluation.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
+from evaluation.methods.monte_carlo import MonteCarloEstimate, monte_carlo_divergences
+from evaluation.methods.roundoff import checked_kl, hellinger2_from_log_bc, tv_from_log_overlap
 from ntp_envs.sequence_model import FinitePrompts, PromptDistribution, SequenceModel
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Where sweep tasks run: in this process, in a local process pool, or on a Ray cluster.
 
-A backend runs pure, picklable functions (:func:`evaluation.sweep.compute_oracle`,
-:func:`evaluation.sweep.run_job`) and hands their results back to the driver, which alone
+A backend runs pure, picklable functions (:func:`evaluation.bench.sweep.compute_oracle`,
+:func:`evaluation.bench.sweep.run_job`) and hands their results back to the driver, which alone
 writes to the result store. Every backend runs each task single-threaded (torch and the
 BLAS/OpenMP pools limited to one thread), so a task computes the same bits wherever it runs.
 
@@ -163,7 +163,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["evaluation.sweep"])
+    context.set_forkserver_preload(["evaluation.bench.sweep"])
     return context
 
 

@@ -1,6 +1,6 @@
 """``log BC(P_b, Q)`` and its gradient in ``log P_b`` for a batch of learners, by an adjoint.
 
-The same quantity as :func:`evaluation.finite_state_dp.log_bhattacharyya`, written for the
+The same quantity as :func:`evaluation.methods.finite_state_dp.log_bhattacharyya`, written for the
 best-in-class search: many learner tables ``P_b`` against one expert ``Q``, value and
 gradient together, without an autograd graph over the ``H`` positions.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from evaluation.finite_state_dp import NEG
+from evaluation.methods.finite_state_dp import NEG
 
 __all__ = ["STORE_BYTES", "log_bhattacharyya_value_grad"]
 
