@@ -110,6 +110,9 @@ def _chunk_family(prefix: str, cls: Callable[..., Agent], about: str) -> NameFam
 
 def _rho_select(name: str, flag: str) -> Agent:
     names = tuple(split_specs(name.removeprefix(RHO_SELECT_PREFIX), "+"))
+    if not names:
+        raise ValueError(f"{flag}: {RHO_SELECT_PREFIX} needs at least one agent, e.g. "
+                         f"{RHO_SELECT_PREFIX}logloss+robust")
     if any(n.startswith(RHO_SELECT_PREFIX) for n in names):
         raise ValueError(f"{flag}: {RHO_SELECT_PREFIX} cannot list another {RHO_SELECT_PREFIX} "
                          "agent")

@@ -5,7 +5,12 @@ Times ``--steps`` training steps of the registered CPU configuration (``CPU_CONF
 cores, and the inference throughput of the measurements (sequences scored per second).
 Extrapolates the full fit (``CPU_CONFIG.steps`` steps) and prints the load average, since
 on a shared machine the time per step grows with the other processes' load.
-Run: ``python benchmarks/bench_gpt.py [--steps N]``.
+Then the same training step on transformers' GPT-2 (agent ``hf:gpt2``, :mod:`agents.hf_lm`)
+at the same sizes (``n_layer``, ``n_head``, width ``d_model`` = ``n_embd``, batch size, no
+dropout) and the ratio ``hf:gpt2 / hand-written``: issue 21 keeps the hand-written net when
+the ratio is above :data:`KEEP_RATIO`. Both are timed over their training loops only (the
+agents' ``train_seconds``), alternately, ``--repeats`` times each; medians are printed.
+Run: ``python benchmarks/bench_gpt.py [--steps N] [--repeats R]``.
 Target: a full fit in ~10 minutes on an idle 2-core CPU.
 """
 
@@ -18,24 +23,40 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import transformers
 
 from agents.gpt import CPU_CONFIG, GPTAgent
+from agents.hf_lm import HFAgent
 from evaluation.metrics.pathstar import pathstar_metrics
 from experts import collect_demonstrations
 from ntp_envs import make_task
 
 TARGET_FIT_S = 600.0
+KEEP_RATIO = 1.5
+"""Issue 21: keep the hand-written GPT when ``hf:gpt2`` is more than this much slower."""
+KINDS = ("hand-written", "hf:gpt2")
 
 
-def time_steps(steps: int, threads: int, demos, task) -> float:  # noqa: ANN001
-    """Seconds per training step with ``threads`` torch threads."""
+def agent(kind: str, steps: int) -> GPTAgent | HFAgent:
+    """The ``tf``-mode agent of ``kind`` at ``CPU_CONFIG``'s sizes, for ``steps`` steps."""
+    if kind == "hand-written":
+        return GPTAgent("tf", replace(CPU_CONFIG, steps=steps))
+    sizes = {"n_layer": CPU_CONFIG.n_layer, "n_head": CPU_CONFIG.n_head,
+             "n_embd": CPU_CONFIG.d_model}
+    return HFAgent(model_type="gpt2", sizes=sizes, mode="tf", steps=steps,
+                   batch_size=CPU_CONFIG.batch_size, lr=CPU_CONFIG.lr,
+                   weight_decay=CPU_CONFIG.weight_decay, warmup=CPU_CONFIG.warmup,
+                   grad_clip=CPU_CONFIG.grad_clip)
+
+
+def time_steps(kind: str, steps: int, threads: int, demos, task) -> tuple[float, int]:  # noqa: ANN001
+    """Seconds per training step of ``kind`` with ``threads`` torch threads (training loop
+    only) and its parameter count."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        config = replace(CPU_CONFIG, steps=steps)
-        start = time.perf_counter()
-        GPTAgent("tf", config).fit(task, demos, np.random.default_rng(0))
-        return (time.perf_counter() - start) / steps
+        info = agent(kind, steps).fit(task, demos, np.random.default_rng(0)).info
+        return info["train_seconds"] / steps, int(info["parameters"])
     finally:
         torch.set_num_threads(before)
 
@@ -43,18 +64,36 @@ def time_steps(steps: int, threads: int, demos, task) -> float:  # noqa: ANN001
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps timed")
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each net")
     args = parser.parse_args()
+    if args.steps < 1 or args.repeats < 1:
+        parser.error(f"--steps and --repeats must be integers >= 1, got {args.steps} and "
+                     f"{args.repeats}")
     task = make_task("ntp_envs/PathStar-v0")
     demos = collect_demonstrations(task, 20_000, 0)
     cores = os.cpu_count() or 1
-    print(f"load average before: {os.getloadavg()}, cores: {cores}, config: {CPU_CONFIG}")
+    print(f"load average before: {os.getloadavg()}, cores: {cores}, config: {CPU_CONFIG}, "
+          f"torch {torch.__version__}, transformers {transformers.__version__}")
     for threads in sorted({1, cores}):
-        per_step = time_steps(args.steps, threads, demos, task)
-        full = per_step * CPU_CONFIG.steps
-        print(f"{threads} thread(s): {per_step * 1e3:.1f} ms/step -> full fit "
-              f"({CPU_CONFIG.steps} steps) {full / 60:.1f} min "
-              f"({'within' if full <= TARGET_FIT_S else 'over'} the {TARGET_FIT_S / 60:.0f}-min "
-              f"target); load average now {os.getloadavg()[0]:.1f}")
+        times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        params: dict[str, int] = {}
+        for _ in range(args.repeats):  # alternate, so that load changes hit both alike
+            for kind in KINDS:
+                per_step, params[kind] = time_steps(kind, args.steps, threads, demos, task)
+                times[kind].append(per_step)
+        median = {kind: float(np.median(v)) for kind, v in times.items()}
+        for kind in KINDS:
+            full = median[kind] * CPU_CONFIG.steps
+            print(f"{threads} thread(s) {kind:>12}: {median[kind] * 1e3:6.1f} ms/step (median of "
+                  f"{args.repeats}: {', '.join(f'{t * 1e3:.1f}' for t in times[kind])}), "
+                  f"{params[kind]:,} parameters -> full fit ({CPU_CONFIG.steps} steps) "
+                  f"{full / 60:.1f} min ({'within' if full <= TARGET_FIT_S else 'over'} the "
+                  f"{TARGET_FIT_S / 60:.0f}-min target)")
+        ratio = median["hf:gpt2"] / median["hand-written"]
+        print(f"{threads} thread(s) ratio hf:gpt2 / hand-written: {ratio:.2f} "
+              f"({'above' if ratio > KEEP_RATIO else 'within'} the {KEEP_RATIO}x bound: "
+              f"{'keep the hand-written net' if ratio > KEEP_RATIO else 'hf:gpt2 may replace it'}"
+              f"); load average now {os.getloadavg()[0]:.1f}")
     policy = GPTAgent("tf", replace(CPU_CONFIG, steps=1)).fit(task, demos,
                                                              np.random.default_rng(0))
     torch.set_num_threads(1)

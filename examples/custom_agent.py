@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         status = ntp_bench(["sweep", "--env", env, "--env-kwargs", kwargs, "--agents", agents,
                             "--horizons", args.horizons, "--seeds", args.seeds,
                             "--n-train", args.n_train, "--oracle-starts", "4",
-                            "--backend", args.backend, "--out", args.out, "--quiet"])
+                            "--backend", args.backend, "--out", args.out, "--quiet",
+                            "--no-report"])
         if status != 0:
             return status
     return ntp_bench(["report", "--out", args.out])  # both envs: one table, one plot

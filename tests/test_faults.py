@@ -300,6 +300,7 @@ def test_memory_guard_bounds_a_job_by_available_memory_over_workers(monkeypatch)
     cli.plan_sweep([*argv, "--n-train", str(2**17), "--population"])  # no demonstrations
 
 
+REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
 import json, resource, sys
 from evaluation.bench.sweep import Job, run_job
@@ -319,8 +320,9 @@ def test_memory_estimate_covers_a_measured_job() -> None:
 
     from evaluation.cli.sweep import job_memory
 
+    clean = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)}  # no test's settings
     done = subprocess.run([sys.executable, "-c", MEASURE, BARRIER], capture_output=True,
-                          text=True, timeout=600, check=True)
+                          text=True, timeout=600, check=True, env=clean, cwd=REPO)
     status, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
     assert status == "ok"
     assert peak_kib * 1024 < job_memory(2**20) < 2 * peak_kib * 1024

@@ -10,13 +10,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from evaluation.bench.analysis import chunk_size  # noqa: E402
 from evaluation.bench.store import write_atomically  # noqa: E402
+from ntp_envs import env_defaults  # noqa: E402
 
 _PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")
+_SHORT = FuncFormatter(lambda value, _pos: f"{value:.2g}")
 _NONE = FuncFormatter(lambda value, _pos: "")
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h", "p")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -43,11 +46,14 @@ def curve_styles(keys: list) -> dict:
             for i, key in enumerate(keys)}
 
 
-def env_title(env_id: str, env_kwargs: str) -> str:
-    """``Name k=v, ...`` for an instance (its canonical kwargs JSON), ``Name (defaults)``
-    when it has none."""
+def env_title(env_id: str, env_kwargs: str, names: tuple[str, ...] = ()) -> str:
+    """``Name k=v, ...`` for an instance (its canonical kwargs JSON, plus each kwarg of
+    ``names`` at its default when the canonical form left it out: a family's grid values),
+    ``Name (defaults)`` when it has none."""
     name = env_id.removeprefix("ntp_envs/")
     kwargs = json.loads(env_kwargs) if env_kwargs else {}
+    defaults = env_defaults(env_id)
+    kwargs = {**{k: defaults[k] for k in names if k not in kwargs and k in defaults}, **kwargs}
     if not kwargs:
         return f"{name} (defaults)"
     return f"{name} " + ", ".join(f"{k}={v}" for k, v in kwargs.items())
@@ -63,11 +69,40 @@ def family_title(env_id: str, family: str) -> str:
     return f"{title}; {grid}" if grid else title
 
 
+def log_y_labels(ax: plt.Axes) -> None:
+    """Plain y tick labels on a log axis; minor ticks labelled too where the axis spans less
+    than a decade (it may hold no major tick then)."""
+    ax.yaxis.set_major_formatter(_PLAIN)
+    low, high = ax.get_ylim()
+    short = low > 0 and high / low < 10
+    ax.yaxis.set_minor_formatter(_SHORT if short else _NONE)
+
+
+def same_curves(frame: pd.DataFrame) -> dict[tuple[str, int], str]:
+    """``(agent, n_train) -> agent`` for each curve of ``frame`` whose D_H^2 equals an earlier
+    agent's at every horizon (same data): e.g. robust is NTP on MixtureProduct."""
+    seen: list[tuple[tuple[str, int], pd.Series]] = []
+    same: dict[tuple[str, int], str] = {}
+    for (agent, n_train), group in frame.groupby(["agent", "n_train"], sort=True):
+        values = group.set_index("horizon")["hellinger2_mean"].sort_index()
+        for (other, other_n), earlier in seen:
+            if other_n == n_train and earlier.index.equals(values.index) and np.allclose(
+                    earlier.to_numpy(float), values.to_numpy(float), rtol=1e-9, atol=1e-15):
+                same[(agent, n_train)] = other
+                break
+        else:
+            seen.append(((agent, n_train), values))
+    return same
+
+
 def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[str],
-                               mode: int | None = None) -> Path:
+                               mode: int | None = None,
+                               grids: dict[str, tuple[str, ...]] | None = None) -> Path:
     """Log-log D_H^2 and C_apx against H per agent (seed mean, standard-error bars).
 
-    One row of two panels per (env_id, env_kwargs) in ``summary``.
+    One row of two panels per (env_id, env_kwargs) in ``summary``; ``grids`` (env id ->
+    the kwargs a family sweeps) names each instance's grid values in its title. A curve
+    equal to an earlier agent's is labelled so (``robust = logloss here``).
     """
     envs = list(summary.groupby(["env_id", "env_kwargs"], sort=True))
     curves = sorted(summary[["agent", "n_train"]].drop_duplicates().itertuples(index=False,
@@ -76,10 +111,13 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
     fig, axes = plt.subplots(len(envs), 2, figsize=(11, 4.2 * len(envs)), squeeze=False)
     for (env_id, env_kwargs), frame in envs:
         ax_d, ax_c = axes[[e[0] for e in envs].index((env_id, env_kwargs))]
+        same = same_curves(frame)
         for (agent, n_train), group in frame.groupby(["agent", "n_train"], sort=True):
             group = group.sort_values("horizon")
-            style = {**styles[(agent, n_train)], "capsize": 3,
-                     "label": _label(agent, int(n_train))}
+            label = _label(agent, int(n_train))
+            if (agent, n_train) in same:
+                label += f" = {same[(agent, n_train)]} here"
+            style = {**styles[(agent, n_train)], "capsize": 3, "label": label}
             ax_d.errorbar(group["horizon"], group["hellinger2_mean"],
                           yerr=group["hellinger2_se"], **style)
             if group["c_apx_mean"].notna().any():
@@ -95,11 +133,10 @@ def plot_divergence_vs_horizon(summary: pd.DataFrame, path: str | os.PathLike[st
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
             ax.xaxis.set_major_formatter(_PLAIN)
-            ax.yaxis.set_major_formatter(_PLAIN)
-            ax.yaxis.set_minor_formatter(_NONE)
+            log_y_labels(ax)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
-        title = env_title(env_id, env_kwargs)
+        title = env_title(env_id, env_kwargs, (grids or {}).get(env_id, ()))
         ax_d.set_title(f"{title}\nsquared Hellinger to the expert", fontsize=9)
         ax_c.set_title(f"{title}\napproximation ratio vs best in class", fontsize=9)
     fig.tight_layout()
@@ -113,8 +150,7 @@ def _log_axes(ax: plt.Axes, xlabel: str) -> None:
     ax.set_ylabel(r"worst-case $C_{apx}$")
     ax.grid(True, which="both", alpha=0.3)
     ax.xaxis.set_major_formatter(_PLAIN)
-    ax.yaxis.set_major_formatter(_PLAIN)
-    ax.yaxis.set_minor_formatter(_NONE)
+    log_y_labels(ax)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
 
@@ -124,7 +160,7 @@ def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
     """Worst-case C_apx over each family (:func:`evaluation.bench.analysis.worst_case`): against H
     per agent (one panel per family), and, where chunk learners (``chunk:K``,
     ``chunk-rho:K``, ``chunk-kr:K``) were swept, against K per learner and H. Returns the
-    files written (the second only when there are chunk learners)."""
+    files written (the second only where some chunk learner was swept at two or more K)."""
     families = list(worst.groupby(["env_id", "family"], sort=True))
     curves = sorted(worst[["agent", "n_train"]].drop_duplicates().itertuples(index=False,
                                                                             name=None))
@@ -144,8 +180,8 @@ def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
     parsed = worst["agent"].map(chunk_size)
     chunked = worst[parsed.notna()].assign(learner=parsed.dropna().map(lambda p: p[0]),
                                            chunk=parsed.dropna().map(lambda p: p[1]))
-    if chunked.empty:
-        return written
+    if chunked.empty or chunked.groupby("learner")["chunk"].nunique().max() < 2:
+        return written  # one K per learner: a single point, nothing to draw against K
     panels = list(chunked.groupby(["env_id", "family"], sort=True))
     lines = sorted(chunked[["learner", "horizon", "n_train"]].drop_duplicates()
                    .itertuples(index=False, name=None))

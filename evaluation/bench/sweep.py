@@ -48,12 +48,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 from scipy.special import logsumexp
-from tqdm.auto import tqdm
 
 from agents import make_agent
 from agents.base import DEVICE_ENV
 from agents.plugins import agent_identity
 from evaluation.bench.backends import Backend, SerialBackend
+from evaluation.bench.progress import progress_bar
 from evaluation.bench.store import ResultStore, canonical_json, job_key, oracle_key
 from evaluation.divergences import divergence
 from evaluation.metrics.accuracy import task_metrics
@@ -453,8 +453,7 @@ def run_sweep(
         groups.setdefault(job.oracle_key, []).append(job)
     own = backend is None
     runner = SerialBackend() if backend is None else backend
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="jobs",
-               disable=not progress, unit="job")
+    bar = progress_bar(len(jobs), len(jobs) - len(pending), "jobs", progress)
 
     def record(row: dict[str, Any]) -> None:
         store.put_result(row)

@@ -102,7 +102,7 @@ def _print_row(console: Console, row: dict[str, Any]) -> None:
     table = Table(title=f"{row['agent']} on {row['env_id']} {row['env_kwargs']}, "
                         f"H={row['horizon']}")
     for column in ("D_H^2", "KL", "TV", "best in class", "C_apx", "eval method"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     table.add_row(_cell(row["hellinger2"], row["hellinger2_stderr"]),
                   _cell(row["kl"], row["kl_stderr"]), _cell(row["tv"], row["tv_stderr"]),
                   _cell(row["best_in_class_hellinger2"]), _cell(row["c_apx"]),

@@ -69,7 +69,7 @@ def _print_summary(console: Console, frame: pd.DataFrame) -> None:
     columns = ["env", "agent", "data", *(["settings"] if legend else []), "H", "seeds", "D_H^2",
                "best in class", "C_apx"]
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     for index, row in summary.iterrows():
         def cell(name: str, digits: int, row: pd.Series = row, se: bool = True) -> str:
             mean = row[f"{name}_mean"]
@@ -110,12 +110,22 @@ def _print_worst_case(console: Console, worst: pd.DataFrame) -> None:
                             " (seed mean per instance)")
         for column in ("agent", "data", "H", "instances", "worst C_apx", "attained at",
                        "mean C_apx"):
-            table.add_column(column, justify="right")
+            table.add_column(column, justify="right", overflow="fold")
         for _, row in frame.iterrows():
             table.add_row(row["agent"], _data(row), str(row["horizon"]), str(row["instances"]),
                           f"{row['worst_c_apx']:.4g}", _attained(row),
                           f"{row['mean_c_apx']:.4g}")
         console.print(table)
+
+
+def grid_names(frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    """Env id -> the kwargs its families in ``frame`` sweep (``family`` column)."""
+    names: dict[str, dict[str, None]] = {}
+    for env_id, family in frame[["env_id", "family"]].drop_duplicates().itertuples(
+            index=False, name=None):
+        grid = json.loads(family)["grid"] if isinstance(family, str) and family else {}
+        names.setdefault(env_id, {}).update(dict.fromkeys(grid))
+    return {env_id: tuple(found) for env_id, found in names.items()}
 
 
 def _writable(out: Path) -> bool:
@@ -134,7 +144,8 @@ def _write_outputs(out: Path, frame: pd.DataFrame, console: Console) -> list[Pat
         written = [store.export_csv(paths["csv"])]
     ok = frame[frame["status"] == "ok"]
     if not ok.empty:
-        written.append(plot_divergence_vs_horizon(summarise(ok), paths["plot"], mode))
+        written.append(plot_divergence_vs_horizon(summarise(ok), paths["plot"], mode,
+                                                  grid_names(ok)))
     worst = worst_case(frame)
     worst = worst[worst["family"].map(lambda f: bool(json.loads(f)["grid"]))]
     if not worst.empty:
@@ -145,9 +156,10 @@ def _write_outputs(out: Path, frame: pd.DataFrame, console: Console) -> list[Pat
     return written
 
 
-def report(out: Path, keys: list[str] | None, console: Console) -> int:
-    """Export and summarise every row of the store in ``out``; the exit status counts the
-    failed and unconverged rows among ``keys`` (this sweep's jobs; all rows when None)."""
+def report(out: Path, keys: list[str] | None, console: Console, summary: bool = True) -> int:
+    """Export and summarise every row of the store in ``out`` (with ``summary`` False: one
+    line, no table, CSV or plot); the exit status counts the failed and unconverged rows
+    among ``keys`` (this sweep's jobs; all rows when None)."""
     paths = output_paths(out)
     readonly = not _writable(out)
     with ResultStore(paths["store"], readonly=readonly, create=False) as store:
@@ -155,17 +167,20 @@ def report(out: Path, keys: list[str] | None, console: Console) -> int:
     if frame.empty:
         console.print(f"no results in {paths['store']}")
         return 1
-    _print_summary(console, frame)
-    if readonly:
+    mine = "" if keys is None else f", {frame['job_key'].isin(set(keys)).sum()} from this sweep"
+    if not summary:
+        console.print(f"stored {len(frame)} row(s) in {paths['store']}{mine}; ntp-bench report "
+                      f"--out {out} summarises them", highlight=False)
+    else:
+        _print_summary(console, frame)
+    if summary and readonly:
         console.print(f"{out} is read-only: summary read from {paths['store']}; no CSV, "
                       "table or plot written (copy the folder to write them)", highlight=False)
-    else:
+    elif summary:
         written = _write_outputs(out, frame, console)
         ok = frame[frame["status"] == "ok"]
         report_answers(ok, out, console)  # tasks with a right answer (CoT): accuracy, plot
         report_pathstar(ok, out, console)  # PathStar: Clever-Hans table, OUT/pathstar.png
-        mine = "" if keys is None else f", {frame['job_key'].isin(set(keys)).sum()} from " \
-                                       "this sweep"
         console.print(f"wrote {paths['store']} ({len(frame)} row(s){mine}), "
                       f"{', '.join(str(p) for p in written)}", highlight=False)
     ours = frame if keys is None else frame[frame["job_key"].isin(set(keys))]

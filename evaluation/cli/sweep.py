@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from agents import BUILT_IN, FAMILIES, check_agent, make_agent
+from agents import BUILT_IN, FAMILIES, agent_names, check_agent, make_agent
 from agents.base import DEVICE_ENV
 from agents.threads import available_cores
 from evaluation.bench.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
@@ -349,8 +349,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        "of their cartesian product (merged over --env-kwargs); the report adds "
                        "the worst case over it (OUT/worst_case.csv)")
     forms = "; ".join(family.form for family in FAMILIES.values())
+    installed = [n for n in agent_names() if n not in BUILT_IN and ":" not in n]
+    plugins = f"installed plug-ins: {', '.join(installed)}; " if installed else ""
     sweep.add_argument("--agents", help=f"comma-separated: {', '.join(BUILT_IN)}; {forms}; "
-                       "plug-ins module:name[?key=value&...] (ntp-bench agents lists them)")
+                       f"{plugins}plug-ins module:name[?key=value&...] (ntp-bench agents "
+                       "lists them)")
     sweep.add_argument("--horizons", help="comma-separated H values, e.g. 4,8,16 (default "
                        "4,8,16,32,64; an env whose horizon is set by its kwargs: its own)")
     override = " (with --preset: overrides every config of the preset)"
@@ -380,6 +383,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        help="fit and score again the jobs already stored under the same key "
                             "(replacing their rows), e.g. after editing a plug-in in place")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--no-report", action="store_true",
+                       help="store the rows and print one line: no summary, CSV or plot "
+                            "(ntp-bench report --out OUT writes them; e.g. after several sweeps "
+                            "into one folder)")
     return sweep
 
 
@@ -392,7 +399,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         with ResultStore(output_paths(sweep_plan.out)["store"]) as store, sweep_plan.backend:
             keys = run_sweep(sweep_plan.configs, store, backend=sweep_plan.backend,
                              progress=sweep_plan.progress, recompute=sweep_plan.recompute)
-        return report(sweep_plan.out, keys, console)
+        return report(sweep_plan.out, keys, console, summary=not args.no_report)
     except (OSError, sqlite3.OperationalError) as err:  # e.g. the disk is full
         raise ValueError(f"--out {sweep_plan.out}: {getattr(err, 'strerror', None) or err}") \
             from None

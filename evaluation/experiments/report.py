@@ -233,7 +233,7 @@ def print_claims(console: Console, claims: Sequence[ClaimResult]) -> None:
     """The claims table on the console."""
     table = RichTable(title="Claims")
     for column in ("claim", "expected", "measured", "verdict"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     colours = {"holds": "green", "fails": "red", "not run": "yellow"}
     for c in claims:
         verdict = f"[{colours[c.verdict]}]{c.verdict}[/]"
@@ -255,7 +255,7 @@ def print_analysis(console: Console, analyse: Analysis, frame: pd.DataFrame, out
     for table in tables:
         rich = RichTable(title=table.caption)
         for column in table.frame.columns:
-            rich.add_column(str(column), justify="right")
+            rich.add_column(str(column), justify="right", overflow="fold")
         for row in table.frame.itertuples(index=False):
             rich.add_row(*map(str, row))
         console.print(rich)

@@ -1,0 +1,96 @@
+"""Scoring a transformers model with the suite: batched teacher-forced log-likelihoods.
+
+A randomly initialised 2-layer GPT-2 (:func:`agents.hf_lm.build_model`, no download) on
+``ARLinear-v0`` with ``vocab_size=4, horizon=8``: exact scoring enumerates the ``4^8 = 65,536``
+sequences of each of the task's contexts and needs each one's log-likelihood under the model
+(:meth:`agents.hf_lm.HFSequenceModel.sequence_logprob`, one forward pass per chunk of
+sequences, teacher-forced); Monte Carlo needs the same on sampled sequences. Prints
+
+* sequences/s of those log-likelihoods over the whole support (one context's 65,536), with
+  one torch thread and with all cores, ``--repeats`` times (median);
+* the seconds of the whole exact score, :func:`evaluation.score.score` (``eval_method``
+  ``enumerate``: D_H^2, KL, TV over every context's 65,536 sequences, plus the best-in-class
+  oracle of the row) and of its evaluation part alone (``eval_seconds``); target < 10 s.
+
+Run: ``python benchmarks/bench_hf_score.py [--repeats R] [--n-embd W]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+import transformers
+
+from agents.hf_lm import HFSequenceModel, build_model
+from evaluation.methods.enumeration import sequences_at
+from evaluation.score import score
+from ntp_envs import make_task
+
+TARGET_SCORE_S = 10.0
+TASK_KWARGS = {"vocab_size": 4, "horizon": 8}
+
+
+def sequences_per_second(reader: HFSequenceModel, context: np.ndarray, tokens: np.ndarray,
+                         threads: int) -> float:
+    """Sequences per second of ``reader.sequence_logprob`` on ``tokens`` after ``context``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        prompts = np.repeat(context[None], len(tokens), axis=0)
+        start = time.perf_counter()
+        logp = reader.sequence_logprob(prompts, tokens)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
+    if not np.isfinite(logp).all():
+        raise RuntimeError("non-finite log-likelihoods")
+    return len(tokens) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each measurement")
+    parser.add_argument("--n-embd", type=int, default=64, help="width of the 2-layer model")
+    args = parser.parse_args()
+    if args.repeats < 1 or args.n_embd < 4 or args.n_embd % 4:
+        parser.error(f"--repeats must be >= 1 and --n-embd a multiple of 4 (4 heads), got "
+                     f"{args.repeats} and {args.n_embd}")
+    task = make_task("ntp_envs/ARLinear-v0", **TASK_KWARGS)
+    model = build_model(task, "gpt2", {"n_layer": 2, "n_head": 4, "n_embd": args.n_embd})
+    reader = HFSequenceModel(model, task, "tf", torch.device("cpu"))
+    support = task.vocab_size ** task.horizon
+    tokens = sequences_at(np.arange(support), task.vocab_size, task.horizon)
+    contexts = task.prompts.contexts
+    cores = os.cpu_count() or 1
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"# {os.uname().machine}, {cores} cores, load average {os.getloadavg()}; torch "
+          f"{torch.__version__}, transformers {transformers.__version__}")
+    print(f"ARLinear-v0 {TASK_KWARGS}: {len(contexts)} contexts x {support:,} sequences; "
+          f"gpt2 n_layer 2, n_embd {args.n_embd}: {parameters:,} parameters")
+    for threads in sorted({1, cores}):
+        rates = [sequences_per_second(reader, contexts[0], tokens, threads)
+                 for _ in range(args.repeats)]
+        print(f"log-likelihoods, {threads} thread(s): {np.median(rates):,.0f} sequences/s "
+              f"(median of {args.repeats}: {', '.join(f'{r:,.0f}' for r in rates)})")
+    torch.set_num_threads(1)
+    for repeat in range(args.repeats):
+        start = time.perf_counter()
+        row = score(task, model, seed=repeat)
+        seconds = time.perf_counter() - start
+        if row["eval_method"] != "enumerate" or row["hellinger2_stderr"] != 0.0:
+            raise RuntimeError(f"expected an exact (enumerate) score, got {row['eval_method']}")
+        print(f"exact score (1 thread), run {repeat + 1}: {seconds:.2f} s in all "
+              f"({'within' if seconds < TARGET_SCORE_S else 'over'} the "
+              f"{TARGET_SCORE_S:.0f}-s target), of which evaluation {row['eval_seconds']:.2f} s "
+              f"({len(contexts) * support / row['eval_seconds']:,.0f} sequences/s) and the "
+              f"best-in-class oracle the rest; D_H^2 {row['hellinger2']:.6f}, "
+              f"oracle {row['oracle_method']}")
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
