@@ -18,7 +18,7 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	PYTHON=$(PYTHON) bash .ci/wheel_check.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The wheel, installed into a fresh venv outside the checkout, runs `ntp-bench` (part of test)
 wheel-check:

@@ -467,3 +467,14 @@ def test_recompute_replaces_rows_of_builtin_agents(tmp_path) -> None:
     assert sorted(after.index) == sorted(before.index) and (after["fit_seconds"] > 0).all()
     np.testing.assert_allclose(after.loc[before.index, "hellinger2"], before["hellinger2"],
                                rtol=1e-12)
+
+
+# the sweep's --out is checked as evaluate's is: a name the file system refuses is one line
+
+def test_sweep_out_with_a_name_too_long_is_one_line(tmp_path, capsys) -> None:
+    out = tmp_path / ("x" * 300)
+    assert main(["sweep", "--env", MIX, "--horizons", "2", "--seeds", "1", "--population",
+                 "--backend", "serial", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "File name too long" in err
+    assert sorted(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import socket
 import sys
 from pathlib import Path
@@ -140,6 +141,18 @@ def test_main_writes_the_numbers(tmp_path, capsys):
     assert (tmp_path / "model" / "model.safetensors").is_file()
     policy = load_pretrained(tmp_path / "model")
     assert policy.task.env_id == "ntp_envs/ParityCoT-v0"
+
+
+def test_doc_snippets_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "hf-trl.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 3
+    namespace: dict = {"__name__": "hf_trl_doc"}
+    for block in blocks:
+        exec(compile(block, "docs/hf-trl.md", "exec"), namespace)  # noqa: S102
+    assert namespace["task_reward"]([namespace["view"].prompt_text(namespace["prompt"])],
+                                    [namespace["right"]]) == [1.0]
 
 
 def test_bad_flag_is_one_line_error(tmp_path, capsys):

@@ -16,16 +16,16 @@ with ``--out`` (checked before anything is read or written) it is written to
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from evaluation.cli.common import UsageError, check_out_folder
 
 __all__ = ["add_parser", "run"]
 
@@ -60,35 +60,6 @@ def _int(flag: str, text: str, low: int) -> int:
     if value < low:
         raise ValueError(f"{flag} must be an integer >= {low}, got {text!r}")
     return value
-
-
-def _check_out(text: str) -> Path:
-    """The ``--out`` folder, checked before anything is written: one-line ValueError when it is
-    empty, a file, below a file, not writable, or a name the file system refuses."""
-    if not text.strip():
-        raise ValueError(f"--out must name a folder, got {text!r}")
-    out = Path(text)
-    shown = f"{text[:80]!r}{'...' if len(text) > 80 else ''}"
-    try:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file, not a folder")
-        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-        store = out / "results.sqlite"
-        store_read_only = store.exists() and not os.access(store, os.W_OK)
-        name_max = os.pathconf(existing, "PC_NAME_MAX") if existing.is_dir() else None
-    except OSError as err:  # e.g. ENAMETOOLONG: a name longer than the file system allows
-        raise ValueError(f"--out {shown}: {err.strerror or err}") from None
-    new_parts = out.absolute().parts[len(existing.absolute().parts):]  # folders to create
-    if name_max is not None and any(len(os.fsencode(p)) > name_max for p in new_parts):
-        raise ValueError(f"--out {shown}: {os.strerror(errno.ENAMETOOLONG)} (a name of more "
-                         f"than {name_max} bytes)")
-    if not existing.is_dir():
-        raise ValueError(f"--out {out}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out} is not writable ({existing} is read-only)")
-    if store_read_only:
-        raise ValueError(f"--out {out}: its store {store} is read-only")
-    return out
 
 
 def _cell(value: Any, stderr: Any = None) -> str:
@@ -126,7 +97,7 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     numbers = {"seed": _int("--seed", args.seed, 0), "n_train": _int("--n-train", args.n_train, -1),
                "eval_samples": _int("--eval-samples", args.eval_samples, 2),
                "oracle_starts": _int("--oracle-starts", args.oracle_starts, 1)}
-    out = None if args.out is None else _check_out(args.out)
+    out = None if args.out is None else check_out_folder(args.out)
     task = None
     if args.env is not None:
         try:
@@ -155,8 +126,6 @@ def _score(args: argparse.Namespace, console: Console) -> int:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run ``ntp-bench evaluate``; bad input is a one-line UsageError naming the flag."""
-    from evaluation.cli.common import UsageError
-
     try:
         return _score(args, console)
     except UsageError:

@@ -30,7 +30,7 @@ from agents.threads import available_cores
 from evaluation.bench.backends import BACKENDS, MAX_WORKERS, Backend, make_backend
 from evaluation.bench.store import ResultStore
 from evaluation.bench.sweep import SweepConfig, check_env_grid, output_paths, run_sweep, sweep_jobs
-from evaluation.cli.common import UsageError, count, positive_int
+from evaluation.cli.common import UsageError, check_out_folder, count, positive_int
 from evaluation.cli.report import report
 from evaluation.experiments.presets import PRESETS, preset_names
 from ntp_envs import SequenceTask, env_defaults, make_task, registered_env_ids
@@ -301,24 +301,6 @@ class SweepPlan:
     recompute: bool = False
 
 
-def _check_out(text: str | None, preset: str | None) -> Path:
-    """The output folder of a sweep, checked before anything is written: UsageError when it
-    is empty, a file, or not writable."""
-    if text is not None and not text.strip():
-        raise UsageError(f"--out must name a folder, got {text!r}")
-    out = Path(text if text is not None else f"runs/{preset}" if preset else "runs/sweep")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out} is not writable ({existing} is read-only or not a "
-                         "folder)")
-    store = output_paths(out)["store"]
-    if store.exists() and not os.access(store, os.W_OK):
-        raise UsageError(f"--out {out}: its store {store} is read-only")
-    return out
-
-
 def plan(args: argparse.Namespace) -> SweepPlan:
     """The checked plan of parsed ``sweep`` arguments (UsageError naming the flag)."""
     configs = _configs_from_args(args)
@@ -332,7 +314,8 @@ def plan(args: argparse.Namespace) -> SweepPlan:
         except ValueError as err:
             raise UsageError(str(err)) from None
         configs = [dataclasses.replace(config, device=device) for config in configs]
-    out = _check_out(args.out, args.preset)
+    out = check_out_folder(args.out if args.out is not None else
+                           f"runs/{args.preset}" if args.preset else "runs/sweep")
     backend = _backend_from_args(args)
     _check_memory(tokens, _parallel_jobs(args, len(sweep_jobs(configs))))
     return SweepPlan(configs, backend, out, not args.quiet, device, args.recompute)
