@@ -22,7 +22,6 @@ picks where the model trains and runs. Fitted policies save without pickle (the
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from agents.base import DEVICE_ENV, Agent, FittedPolicy, demonstration_arrays, register_policy_kind
+from agents.sequence_training import Schedule, train_next_token
 from ntp_envs.sequence_model import SequenceModel, sample_categorical
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
@@ -346,13 +346,6 @@ def build_net(task: SequenceTask, config: GPTConfig) -> GPTNet:
                   task.prompts.prompt_length + task.horizon - 1, config)
 
 
-def _learning_rate(step: int, config: GPTConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-
-
 @dataclass
 class GPTAgent(Agent):
     """Fit a :class:`GPTNet` to demonstrations in one of :data:`MODES` (module doc)."""
@@ -395,32 +388,15 @@ class GPTAgent(Agent):
         x_all = torch.as_tensor(inputs, device=device)
         y_all = torch.as_tensor(np.array(tokens), device=device)
         start = task.prompts.prompt_length - 1
-        decay = [p for p in net.parameters() if p.dim() >= 2]
-        keep = [p for p in net.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.config.weight_decay},
-                                 {"params": keep, "weight_decay": 0.0}], lr=self.config.lr,
-                                betas=(0.9, 0.98))
-        n = len(tokens)
-        batch = min(self.config.batch_size, n)
-        order = torch.randperm(n, generator=torch_gen)
-        cursor, losses = 0, []
+        config = self.config
+        schedule = Schedule(config.steps, config.batch_size, config.lr, config.weight_decay,
+                            config.warmup, config.grad_clip)
+        callback = None if self.callback is None else (
+            lambda step, loss: self.callback(step, loss, net))
         began = time.perf_counter()
-        for step in range(self.config.steps):
-            if cursor + batch > n:
-                order, cursor = torch.randperm(n, generator=torch_gen), 0
-            rows = order[cursor : cursor + batch].to(device)
-            cursor += batch
-            for group in opt.param_groups:
-                group["lr"] = _learning_rate(step, self.config)
-            logits = net(x_all[rows])[:, start:]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_all[rows].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), self.config.grad_clip)
-            opt.step()
-            losses.append(float(loss.detach()))
-            if self.callback is not None:
-                self.callback(step, losses[-1], net)
+        losses = train_next_token(net, lambda x: net(x)[:, start:], x_all, y_all, schedule,
+                                  torch_gen, callback)
+        n = len(tokens)
         tail = losses[-max(1, len(losses) // 20):]
         info = {"agent": self.name, "device": str(device), "train_sequences": n,
                 "train_seconds": time.perf_counter() - began,

@@ -21,7 +21,6 @@ unpickles.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
 from agents.gpt import CHUNK_ROWS, MODES, gpt_device, target_inputs
+from agents.sequence_training import Schedule, train_next_token
 from ntp_envs.hf import text_view
 from ntp_envs.sequence_model import SequenceModel
 from ntp_envs.task import SequenceTask
@@ -325,14 +324,6 @@ def load_pretrained(directory: str | os.PathLike[str], task: SequenceTask | None
     return HFPolicy(task, model, mode, info)
 
 
-def _learning_rate(step: int, agent: HFAgent) -> float:
-    """Linear warm-up, then cosine decay to ``lr / 10`` (as :mod:`agents.gpt`)."""
-    if step < agent.warmup:
-        return agent.lr * (step + 1) / agent.warmup
-    progress = (step - agent.warmup) / max(1, agent.steps - agent.warmup)
-    return agent.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-
-
 @dataclass
 class HFAgent(Agent):
     """Fit a ``transformers`` causal LM of ``model_type`` to demonstrations (module doc)."""
@@ -389,30 +380,13 @@ class HFAgent(Agent):
         x_all = torch.as_tensor(reader.inputs(prompts, tokens[:, :-1]), device=device)
         y_all = torch.as_tensor(np.array(tokens), device=device)
         start, vocab = reader.start, task.vocab_size
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        keep = [p for p in model.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                 {"params": keep, "weight_decay": 0.0}], lr=self.lr,
-                                betas=(0.9, 0.98))
+        schedule = Schedule(self.steps, self.batch_size, self.lr, self.weight_decay,
+                            self.warmup, self.grad_clip)
         n = len(tokens)
-        batch = min(self.batch_size, n)
-        order = torch.randperm(n, generator=torch_gen)
-        cursor, losses = 0, []
         began = time.perf_counter()
-        for step in range(self.steps):
-            if cursor + batch > n:
-                order, cursor = torch.randperm(n, generator=torch_gen), 0
-            rows = order[cursor : cursor + batch].to(device)
-            cursor += batch
-            for group in opt.param_groups:
-                group["lr"] = _learning_rate(step, self)
-            logits = model(input_ids=x_all[rows]).logits[:, start:, :vocab]
-            loss = F.cross_entropy(logits.reshape(-1, vocab), y_all[rows].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            opt.step()
-            losses.append(float(loss.detach()))
+        losses = train_next_token(
+            model, lambda x: model(input_ids=x).logits[:, start:, :vocab], x_all, y_all,
+            schedule, torch_gen)
         seconds = time.perf_counter() - began
         tail = losses[-max(1, len(losses) // 20):]
         info = {"agent": self.name, "device": str(device), "train_sequences": n,

@@ -73,3 +73,16 @@ def test_the_chunk_plot_needs_two_chunk_sizes(tmp_path) -> None:
     assert [p.name for p in one] == ["h.png"] and not (tmp_path / "k.png").exists()
     two = plots.plot_worst_case(_worst([2, 4]), tmp_path / "h2.png", tmp_path / "k2.png")
     assert [p.name for p in two] == ["h2.png", "k2.png"]
+
+
+def test_the_summary_names_a_grid_value_at_its_default(tmp_path, capsys) -> None:
+    from evaluation.cli import main
+    from ntp_envs.finite_class_barrier import DEFAULTS
+
+    default = DEFAULTS["bias"]
+    assert main(["sweep", "--env", BARRIER, "--env-grid", json.dumps({"bias": [0.01, default]}),
+                 "--agents", "logloss", "--horizons", "4", "--seeds", "1", "--population",
+                 "--backend", "serial", "--oracle-starts", "1", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    assert f'"bias":{default}' in out and '"bias":0.01' in out

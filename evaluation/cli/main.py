@@ -1,18 +1,10 @@
 """``ntp-bench``: run sweeps, report them, score saved policies, reproduce the claims.
 
-    ntp-bench sweep --env ntp_envs/ARLinear-v0 --env-kwargs '{"misspecification": 0.5}' \\
-        --agents logloss --horizons 4,8,16,32,64,128,256 --seeds 3 --n-train 2000 --out runs/demo
-    ntp-bench sweep --preset quick --backend local --workers 2
-    ntp-bench sweep --preset quick --backend ray --address auto
-    ntp-bench sweep --env ntp_envs/FiniteClassBarrier-v0 --env-kwargs '{"event_prob": 1e-3}' \\
-        --env-grid '{"bias": [0.002, 0.01, 0.05]}' --agents logloss,rho --population
-    ntp-bench report --out runs/demo
+    ntp-bench sweep --preset quick                  # fit and score; see ntp-bench sweep -h
+    ntp-bench report --out runs/quick               # summary, CSV and plots of a store
     ntp-bench evaluate --policy runs/fit/logloss.npz
-    ntp-bench reproduce --profile cpu
-    ntp-bench agents
-
-With --preset, --seeds, --n-train, --population, --eval-samples and --oracle-starts override
-that setting in every config of the preset (--n-train: its finite-sample configs).
+    ntp-bench reproduce --profile cpu               # every experiment, every claim
+    ntp-bench agents                                # the names --agents accepts
 """
 
 from __future__ import annotations

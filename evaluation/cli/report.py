@@ -25,9 +25,15 @@ from ntp_envs import env_defaults
 __all__ = ["add_parser", "report", "run"]
 
 
-def _env_name(row: pd.Series) -> str:
-    kwargs = "" if row["env_kwargs"] in ("{}", "") else f" {row['env_kwargs']}"
-    return f"{row['env_id'].removeprefix('ntp_envs/')}{kwargs}"
+def _env_name(row: pd.Series, grids: dict[str, tuple[str, ...]] | None = None) -> str:
+    """``Name {kwargs}`` of a row's instance, a family's grid kwargs shown at their default
+    too (``grids``: :func:`grid_names`)."""
+    kwargs = json.loads(row["env_kwargs"]) if row["env_kwargs"] else {}
+    defaults = env_defaults(row["env_id"])
+    names = (grids or {}).get(row["env_id"], ())
+    kwargs = dict(sorted({**{k: defaults[k] for k in names if k in defaults}, **kwargs}.items()))
+    shown = f" {json.dumps(kwargs, separators=(',', ':'))}" if kwargs else ""
+    return f"{row['env_id'].removeprefix('ntp_envs/')}{shown}"
 
 
 def _data(row: pd.Series) -> str:
@@ -57,6 +63,7 @@ def _settings_labels(summary: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
 
 
 def _print_summary(console: Console, frame: pd.DataFrame) -> None:
+    grids = grid_names(frame)
     summary = summarise(frame)
     if summary.empty:
         console.print("no successful jobs to summarise")
@@ -79,8 +86,8 @@ def _print_summary(console: Console, frame: pd.DataFrame) -> None:
             return f"{mean:.{digits}g}{spread}"
 
         settings = [labels[index]] if legend else []
-        table.add_row(_env_name(row), row["agent"], _data(row), *settings, str(row["horizon"]),
-                      str(row["seeds"]), cell("hellinger2", 4),
+        table.add_row(_env_name(row, grids), row["agent"], _data(row), *settings,
+                      str(row["horizon"]), str(row["seeds"]), cell("hellinger2", 4),
                       cell("best_in_class_hellinger2", 4, se=False), cell("c_apx", 3))
     console.print(table)
     for line in legend:
@@ -92,7 +99,7 @@ def _print_summary(console: Console, frame: pd.DataFrame) -> None:
             continue
         se = "" if pd.isna(row["slope_se"]) else f" ± {row['slope_se']:.2g}"
         label = f", settings {growth_labels[index]}" if legend else ""
-        console.print(f"growth exponent of C_apx in H, {_env_name(row)}, {row['agent']} "
+        console.print(f"growth exponent of C_apx in H, {_env_name(row, grids)}, {row['agent']} "
                       f"({_data(row)}{label}): {row['slope']:.3f}{se} over {row['horizons']} "
                       "horizons", highlight=False)
 

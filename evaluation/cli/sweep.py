@@ -323,7 +323,9 @@ def plan(args: argparse.Namespace) -> SweepPlan:
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``sweep`` subcommand to ``ntp-bench``'s subparsers."""
-    sweep = sub.add_parser("sweep", help="fit agents across horizons and score them")
+    sweep = sub.add_parser("sweep", help="fit agents across horizons and score them",
+                           description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep.add_argument("--preset", help=f"a named sweep: {', '.join(preset_names())}")
     sweep.add_argument("--env", help="env id, e.g. ntp_envs/ARLinear-v0, or a plug-in task "
                                      "(entry point, module:name, Gymnasium id)")
