@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from agents.base import DEVICE_ENV, Agent, FittedPolicy, demonstration_arrays, register_policy_kind
 from agents.sequence_training import Schedule, train_next_token
-from ntp_envs.sequence_model import SequenceModel, sample_categorical
+from ntp_envs.sequence_model import TeacherForcedModel, sample_categorical
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 from ntp_envs.validation import check_float, check_int
@@ -217,7 +217,7 @@ def target_inputs(prefixes: IntArray, mode: str, dummy: int) -> IntArray:
     return prefixes
 
 
-class GPTSequenceModel(SequenceModel):
+class GPTSequenceModel(TeacherForcedModel):
     """A trained :class:`GPTNet` as a sequence model (exact next-token log-probabilities)."""
 
     def __init__(self, net: GPTNet, mode: str, prompt_length: int, vocab_size: int,
@@ -256,17 +256,6 @@ class GPTSequenceModel(SequenceModel):
                     torch.log_softmax(logits, dim=-1).double().cpu().numpy()
                 )
         return out
-
-    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
-        prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
-        return self.target_logprobs(prompts, prefixes)[:, -1]
-
-    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
-        tokens = self._check_tokens(tokens)
-        if tokens.shape[1] == 0:
-            return np.zeros((len(tokens), 0))
-        logp = self.target_logprobs(prompts, tokens[:, :-1])
-        return np.take_along_axis(logp, tokens[:, :, None], axis=2)[:, :, 0]
 
     def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
         """One sequence per prompt (``teacherless``: all positions from one forward pass)."""

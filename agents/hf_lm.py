@@ -35,7 +35,7 @@ from agents.base import Agent, FittedPolicy, demonstration_arrays, register_poli
 from agents.gpt import CHUNK_ROWS, MODES, gpt_device, target_inputs
 from agents.sequence_training import Schedule, train_next_token
 from ntp_envs.hf import text_view
-from ntp_envs.sequence_model import SequenceModel
+from ntp_envs.sequence_model import TeacherForcedModel
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 from ntp_envs.validation import check_float, check_int
@@ -131,7 +131,7 @@ def build_model(task: SequenceTask, model_type: str, sizes: dict[str, Any],
         return transformers.AutoModelForCausalLM.from_config(config)
 
 
-class HFSequenceModel(SequenceModel):
+class HFSequenceModel(TeacherForcedModel):
     """A ``transformers`` causal LM over :func:`ntp_envs.hf.tokenizer`'s words as a sequence
     model of ``task``: exact next-token log-probabilities over the action words."""
 
@@ -188,17 +188,6 @@ class HFSequenceModel(SequenceModel):
                 out[first : first + CHUNK_ROWS] = (
                     torch.log_softmax(logits.double(), dim=-1).cpu().numpy())
         return out
-
-    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
-        prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
-        return self.target_logprobs(prompts, prefixes)[:, -1]
-
-    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
-        tokens = self._check_tokens(tokens)
-        if tokens.shape[1] == 0:
-            return np.zeros((len(tokens), 0))
-        logp = self.target_logprobs(prompts, tokens[:, :-1])
-        return np.take_along_axis(logp, tokens[:, :, None], axis=2)[:, :, 0]
 
 
 def _state_arrays(model: nn.Module) -> dict[str, np.ndarray]:

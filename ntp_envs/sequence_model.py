@@ -46,6 +46,7 @@ __all__ = [
     "PromptDistribution",
     "SequenceModel",
     "TabulatedModel",
+    "TeacherForcedModel",
     "UniformPrompts",
     "sample_categorical",
     "window_states",
@@ -195,6 +196,27 @@ class SequenceModel(ABC):
         if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
             raise ValueError(f"tokens must lie in [0, {self.vocab_size - 1}]")
         return tokens.astype(np.int64, copy=False)
+
+
+class TeacherForcedModel(SequenceModel):
+    """A sequence model that scores every target position of a prefix in one pass (a
+    causal network): :meth:`target_logprobs` gives the rest of the protocol."""
+
+    @abstractmethod
+    def target_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        """``(B, h + 1, V)``: log-probabilities of target tokens ``0..h`` given prefixes of
+        length ``h`` (teacher-forced)."""
+
+    def next_token_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
+        return self.target_logprobs(prompts, prefixes)[:, -1]
+
+    def token_logprobs(self, prompts: IntArray, tokens: IntArray) -> FloatArray:
+        tokens = self._check_tokens(tokens)
+        if tokens.shape[1] == 0:
+            return np.zeros((len(tokens), 0))
+        logp = self.target_logprobs(prompts, tokens[:, :-1])
+        return np.take_along_axis(logp, tokens[:, :, None], axis=2)[:, :, 0]
 
 
 @dataclass(frozen=True)
