@@ -14,6 +14,7 @@ that setting in every config of the preset (--n-train: its finite-sample configs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -198,12 +199,10 @@ def available_memory() -> int | None:
     within the cgroup's limit where one is set (less its usage, reclaimable page cache
     excepted); ``None`` where unknown."""
     found = []
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):  # no /proc: the other sources
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
     for root, limit, usage, cache in (
             ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
             ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
