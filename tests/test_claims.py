@@ -3,7 +3,6 @@ claim that should fail fails; ``not run`` when its rows are missing or its jobs 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
@@ -65,45 +64,128 @@ def test_closed_form_matches_enumeration(params) -> None:
     assert c_apx == pytest.approx(fit / best)
 
 
-def test_r2_on_a_real_sweep(tmp_path) -> None:
-    """The sweep's exact population C_apx (oracle + LogLossBC) meets the closed form."""
-    config = SweepConfig(MIX, dict(quick.MIXTURE), ("logloss",), quick.CHECKED_HORIZONS, seeds=1,
-                         population=True, oracle_starts=4)
+def test_r2_on_a_real_sweep(tmp_path, monkeypatch) -> None:
+    """The sweep's exact population C_apx (oracle + LogLossBC) meets the closed form on every
+    instance of a (smaller) MixtureProduct family."""
+    grid = {"weight": (0.05, 0.3), "p0": (0.2,), "p1": (0.8,)}
+    monkeypatch.setattr(barrier, "MIX_GRID", grid)
+    monkeypatch.setattr(barrier, "MIX_HORIZONS", (16, 64, 1024))
+    config = SweepConfig(MIX, {}, ("logloss",), (16, 64, 1024), seeds=1, population=True,
+                         oracle_starts=4, env_grid={k: tuple(v) for k, v in grid.items()})
     with ResultStore(tmp_path / "r.sqlite") as store:
         rows = store.results(run_sweep(config, store, progress=False))
-    result = quick.R2.evaluate(rows, "quick")
+    result = barrier.R2.evaluate(rows, "barrier")
     assert result.verdict == "holds", result
-    assert [m.name for m in result.measured][:4] == ["C_apx H=64", "closed form H=64",
-                                                     "C_apx H=1024", "closed form H=1024"]
+    gap = result.measured[-1]
+    assert gap.name == "largest relative gap to the closed form" and gap.value < 1e-6
+    expected = [max(quick.mixture_ntp_c_apx(h, w, 0.2, 0.8)[0] for w in (0.05, 0.3))
+                for h in (16, 64, 1024)]
+    assert [m.value for m in result.measured[:3]] == pytest.approx(expected, rel=1e-6)
 
 
-@functools.cache
-def closed_form(horizon: int) -> float:
-    return quick.mixture_ntp_c_apx(horizon, **quick.MIXTURE)[0]
+def family_rows_of(env_id: str, grid: dict, horizons, agents: dict) -> pd.DataFrame:
+    """One row per instance of ``grid``, horizon and agent: ``agents[agent](kwargs, H)`` is
+    its C_apx."""
+    from evaluation.experiments.claims import grid_instances
+
+    return frame([row(env_id, kwargs, agent, h, c_apx=value(kwargs, h))
+                  for agent, value in agents.items() for h in horizons
+                  for kwargs in grid_instances({}, grid)])
 
 
-def r2_rows(scale: float = 1.0, growth: bool = True) -> pd.DataFrame:
-    rows = []
-    for h in quick.HORIZONS:
-        value = closed_form(h) if growth else 2.0
-        if h == 64:
-            value *= scale
-        rows.append(row(MIX, quick.MIXTURE, "logloss", h, c_apx=value))
-    return frame(rows)
+def closed_form_mix(kwargs: dict, h: int) -> float:
+    return quick.mixture_ntp_c_apx(h, kwargs["weight"], kwargs["p0"], kwargs["p1"])[0]
 
 
-def test_r2_verdicts() -> None:
-    assert quick.R2.evaluate(r2_rows(), "quick").verdict == "holds"
-    off = quick.R2.evaluate(r2_rows(scale=1.01), "quick")  # 1% off the closed form
-    assert off.verdict == "fails" and off.measured[0].value != off.measured[1].value
-    assert quick.R2.evaluate(r2_rows(growth=False), "quick").verdict == "fails"
-    missing = quick.R2.evaluate(r2_rows()[lambda f: f["horizon"] != 1024], "quick")
+def test_r2_verdicts(monkeypatch) -> None:
+    grid = {"weight": (0.05, 0.2), "p0": (0.2,), "p1": (0.8,)}
+    monkeypatch.setattr(barrier, "MIX_GRID", grid)
+    monkeypatch.setattr(barrier, "MIX_HORIZONS", (16, 64, 1024))
+    hs = (16, 64, 1024)
+    good = family_rows_of(MIX, grid, hs, {"logloss": closed_form_mix})
+    assert barrier.R2.evaluate(good, "barrier").verdict == "holds"
+    off = family_rows_of(MIX, grid, hs, {"logloss": lambda kw, h: closed_form_mix(kw, h) * (
+        1.01 if kw["weight"] == 0.2 and h == 64 else 1.0)})  # 1% off on one instance
+    assert barrier.R2.evaluate(off, "barrier").verdict == "fails"
+    capped = family_rows_of(MIX, grid, hs, {"logloss": lambda kw, h: 2.0})  # no growth
+    monkeypatch.setattr(barrier, "RELATIVE_TOLERANCE", math.inf)
+    result = barrier.R2.evaluate(capped, "barrier")
+    assert result.verdict == "fails" and result.measured[3].value == pytest.approx(0.0)
+    missing = barrier.R2.evaluate(good[good["horizon"] != 1024], "barrier")
     assert missing.verdict == "not run" and "H=1024" in missing.note
-    broken = r2_rows()
-    broken.loc[broken["horizon"] == 64, ["status", "error"]] = ["failed", "fit: boom\ntrace"]
-    failed = quick.R2.evaluate(broken, "quick")
-    assert failed.verdict == "not run" and "1 failed job(s)" in failed.note and "boom" in \
-        failed.note
+
+
+def barrier_profile(agent_scale: dict, horizons, grid=None) -> pd.DataFrame:
+    """Rows of the RATE family: C_apx = ``agent_scale[agent](kwargs, H)``."""
+    return family_rows_of(BARRIER, grid or barrier.RATE_GRID, horizons, agent_scale)
+
+
+def hump_h(scale: float, power: float = 1.0):
+    """C_apx profile peaking at bias 0.01 with peak ``scale * H^power``."""
+    return lambda kw, h: 1.0 + (scale * h**power - 1.0) * math.exp(
+        -abs(math.log(kw["bias"] / 0.01)))
+
+
+def test_r3_verdicts() -> None:
+    hs = barrier.RATE_HORIZONS
+    good = {"logloss": hump_h(2.0), "robust": hump_h(1.0), "chunk-rho:1": hump_h(0.5)}
+    result = barrier.R3.evaluate(barrier_profile(good, hs), "barrier")
+    assert result.verdict == "holds", result
+    worst = [max(hump_h(2.0)(kw, h) for kw in
+                 ({"bias": b} for b in barrier.RATE_GRID["bias"])) for h in hs]
+    assert result.measured[0].value == pytest.approx(np.polyfit(np.log(hs), np.log(worst), 1)[0])
+    capped = {**good, "robust": lambda kw, h: min(hump_h(1.0)(kw, h), 100.0)}  # a 1/rho cap
+    assert barrier.R3.evaluate(barrier_profile(capped, hs), "barrier").verdict == "fails"
+    small = {**good, "chunk-rho:1": hump_h(0.2)}  # exponent 1 but worst 0.2 H < H/4
+    assert barrier.R3.evaluate(barrier_profile(small, hs), "barrier").verdict == "fails"
+    sqrt = {**good, "logloss": hump_h(8.0, 0.5)}  # >= H/4 up to H = 1024 but exponent 0.5
+    assert barrier.R3.evaluate(barrier_profile(sqrt, hs), "barrier").verdict == "fails"
+
+
+def test_r3b_verdicts() -> None:
+    rate = barrier_profile({"rho": lambda kw, h: 1.2}, barrier.RATE_HORIZONS)
+    mix = family_rows_of(MIX, barrier.MIX_GRID, barrier.MIX_RHO_HORIZONS,
+                         {"rho": lambda kw, h: 1.0 + 3.0 * kw["weight"]})
+    assert barrier.R3B.evaluate(pd.concat([rate, mix]), "barrier").verdict == "holds"
+    bad = barrier_profile({"rho": lambda kw, h: 1.6 if kw["event_prob"] == 1e-9 else 1.0},
+                          barrier.RATE_HORIZONS)
+    assert barrier.R3B.evaluate(pd.concat([bad, mix]), "barrier").verdict == "fails"
+    growing = family_rows_of(MIX, barrier.MIX_GRID, barrier.MIX_RHO_HORIZONS,
+                             {"rho": lambda kw, h: (h / 64) ** 0.2})  # 3.3 at 4096: <= 6
+    result = barrier.R3B.evaluate(pd.concat([rate, growing]), "barrier")
+    assert result.verdict == "fails" and result.measured[2].value == pytest.approx(0.2)
+
+
+def delta_rows(values: dict) -> pd.DataFrame:
+    return family_rows_of(BARRIER, barrier.DELTA_GRID, barrier.DELTA_HORIZONS, values)
+
+
+def test_r7_verdicts() -> None:
+    def ntp(kw, h):  # proportional to ln(1/delta): 10x from 1e-30 to 1e-300
+        return h * math.log(1 / kw["min_prob"]) * (1 + kw["bias"])
+
+    def bounded(kw, h):
+        return h * (1 + kw["bias"])
+
+    good = {"logloss": ntp, "robust": bounded, "chunk-rho:1": bounded}
+    result = barrier.R7.evaluate(delta_rows(good), "barrier")
+    assert result.verdict == "holds", result
+    assert result.measured[0].value == pytest.approx(10.0)
+    drift = {**good, "robust": lambda kw, h: bounded(kw, h) * (
+        1.2 if kw["min_prob"] == 1e-300 else 1.0)}
+    assert barrier.R7.evaluate(delta_rows(drift), "barrier").verdict == "fails"
+    fixed = {**good, "logloss": bounded}  # a learner that does not see delta
+    assert barrier.R7.evaluate(delta_rows(fixed), "barrier").verdict == "fails"
+
+
+def test_r8_verdicts() -> None:
+    h = barrier.R8_HORIZON
+    hs = (h,)
+    fine = {"robust": lambda kw, hh: 5.0 * hh * (1 + math.log10(1 / kw["event_prob"])) / 10}
+    assert barrier.R8.evaluate(barrier_profile(fine, hs), "barrier").verdict == "holds"
+    floor = {"robust": lambda kw, hh: 1.0 + 4096 * hh * 1e-9 / kw["event_prob"] * 100}
+    result = barrier.R8.evaluate(barrier_profile(floor, hs), "barrier")
+    assert result.verdict == "fails" and "event_prob 1e-09" in result.note
 
 
 # ------------------------------------------------------------------------------- R1
@@ -125,15 +207,15 @@ def test_r1_verdicts() -> None:
     assert realizable.R1.evaluate(other_n, "realizable").verdict == "not run"
 
 
-# ------------------------------------------------------------------------- R3 and R4
+# ------------------------------------------------------------------------------- R4a
 
 def family_frame(values: dict[str, callable], horizon: int = 256) -> pd.DataFrame:
-    """Rows of the barrier family: ``values[agent](bias)`` is the instance's C_apx."""
-    family = family_json(BARRIER, dict(barrier.FAMILY_BASE),
-                         {k: list(v) for k, v in barrier.FAMILY_GRID.items()})
-    return frame([row(BARRIER, {**barrier.FAMILY_BASE, "bias": b}, agent, horizon,
+    """Rows of the R4a family: ``values[agent](bias)`` is the instance's C_apx."""
+    family = family_json(BARRIER, dict(chunking.FAMILY_BASE),
+                         {k: list(v) for k, v in chunking.FAMILY_GRID.items()})
+    return frame([row(BARRIER, {**chunking.FAMILY_BASE, "bias": b}, agent, horizon,
                       c_apx=value(b), family=family)
-                  for agent, value in values.items() for b in barrier.BIASES])
+                  for agent, value in values.items() for b in chunking.BIASES])
 
 
 def hump(peak: float) -> callable:
@@ -143,39 +225,42 @@ def hump(peak: float) -> callable:
 
 def test_family_worst_is_the_max_over_instances() -> None:
     rows = family_frame({"logloss": hump(100.0)})
-    worst, where, instances = family_worst(rows, BARRIER, "logloss", barrier.FAMILY_BASE,
-                                           barrier.FAMILY_GRID, horizon=256)
-    values = [hump(100.0)(b) for b in barrier.BIASES]
-    assert worst == max(values) and where == {"bias": barrier.BIASES[int(np.argmax(values))]}
-    assert instances == len(barrier.BIASES)
+    worst, where, instances = family_worst(rows, BARRIER, "logloss", chunking.FAMILY_BASE,
+                                           chunking.FAMILY_GRID, horizon=256)
+    values = [hump(100.0)(b) for b in chunking.BIASES]
+    assert worst == max(values) and where == {"bias": chunking.BIASES[int(np.argmax(values))]}
+    assert instances == len(chunking.BIASES)
     with pytest.raises(NotRun, match="29 of 30"):
-        family_worst(rows.iloc[1:], BARRIER, "logloss", barrier.FAMILY_BASE,
-                     barrier.FAMILY_GRID, horizon=256)
+        family_worst(rows.iloc[1:], BARRIER, "logloss", chunking.FAMILY_BASE,
+                     chunking.FAMILY_GRID, horizon=256)
 
 
-def test_r3_verdicts() -> None:
-    good = {"logloss": hump(200.0), "robust": hump(150.0), "chunk-rho:1": hump(120.0),
-            "rho": hump(1.2)}
-    assert barrier.R3.evaluate(family_frame(good), "barrier").verdict == "holds"
-    bad_rho = barrier.R3.evaluate(family_frame({**good, "rho": hump(3.0)}), "barrier")
-    assert bad_rho.verdict == "fails"
-    weak = barrier.R3.evaluate(family_frame({**good, "robust": hump(20.0)}), "barrier")
-    assert weak.verdict == "fails"  # 20 < H/4 = 64
-    missing = barrier.R3.evaluate(family_frame({k: v for k, v in good.items()
-                                                if k != "chunk-rho:1"}), "barrier")
-    assert missing.verdict == "not run" and "chunk-rho:1" in missing.note
+def test_instances_worst_reads_rows_of_any_sweep_and_needs_every_instance() -> None:
+    from evaluation.experiments.claims import grid_instances, instances_worst
+
+    grid = {"event_prob": (1e-3, 1e-5), "bias": (0.01, 0.05)}  # 0.05: the default bias
+    rows = family_rows_of(BARRIER, grid, (64,), {"logloss": lambda kw, h: kw["bias"] * 100 /
+                                                 kw["event_prob"] ** 0.1})
+    worst, where = instances_worst(rows, BARRIER, "logloss", grid_instances({}, grid),
+                                   horizon=64)
+    assert worst == pytest.approx(5.0 / 1e-5 ** 0.1) and where == {"event_prob": 1e-5,
+                                                                   "bias": 0.05}
+    with pytest.raises(NotRun, match="3 of 4"):
+        instances_worst(rows.iloc[1:], BARRIER, "logloss", grid_instances({}, grid), horizon=64)
 
 
-def test_r4_verdicts() -> None:
+def test_r4a_verdicts() -> None:
     h = chunking.CLAIM_HORIZON
     good = {f"chunk-rho:{k}": hump(h / k) for k in chunking.CHUNK_SIZES}
-    result = chunking.R4.evaluate(family_frame(good), "chunking")
+    result = chunking.R4A.evaluate(family_frame(good), "chunking")
     assert result.verdict == "holds"
-    expected = [max(hump(h / k)(b) for b in barrier.BIASES) * k / h for k in chunking.CHUNK_SIZES]
+    expected = [max(hump(h / k)(b) for b in chunking.BIASES) * k / h
+                for k in chunking.CHUNK_SIZES]
     assert [m.value for m in result.measured] == pytest.approx(expected)
-    flat = chunking.R4.evaluate(family_frame({**good, f"chunk-rho:{h}": hump(3.0)}), "chunking")
+    flat = chunking.R4A.evaluate(family_frame({**good, f"chunk-rho:{h}": hump(3.0)}),
+                                 "chunking")
     assert flat.verdict == "fails"
-    assert flat.measured[-1].value == pytest.approx(max(hump(3.0)(b) for b in barrier.BIASES))
+    assert flat.measured[-1].value == pytest.approx(max(hump(3.0)(b) for b in chunking.BIASES))
 
 
 # ------------------------------------------------------------------------- R5 and R6
@@ -237,7 +322,8 @@ def test_r6_verdicts() -> None:
 
 def test_every_registered_claim_is_not_run_without_rows_and_ids_are_unique() -> None:
     claims = [c for e in EXPERIMENTS.values() for c in e.claims]
-    assert sorted(c.id for c in claims) == ["R1", "R2", "R3", "R4", "R5", "R6"]
+    assert sorted(c.id for c in claims) == ["R1", "R2", "R3", "R3b", "R4a", "R5", "R6", "R7",
+                                            "R8"]
     empty = frame([row(MIX, {}, "logloss", 8)]).iloc[:0]
     for claim in claims:
         assert claim.evaluate(empty, "x").verdict == "not run"

@@ -20,7 +20,8 @@ from ntp_envs import env_defaults
 
 GROUP = ["env_id", "env_kwargs", "agent", "n_train", *SETTING_COLUMNS, "horizon"]
 WORST_CASE_COLUMNS = ["env_id", "family", "agent", "horizon", "n_train", "instances",
-                      "worst_c_apx", "worst_kwargs", "mean_c_apx", *SETTING_COLUMNS]
+                      "worst_c_apx", "worst_kwargs", "mean_c_apx", "growth_exponent",
+                      "growth_exponent_se", "growth_horizons", *SETTING_COLUMNS]
 CHUNK_AGENT = re.compile(r"^(chunk|chunk-rho|chunk-kr):(\d+)$")
 
 
@@ -51,6 +52,25 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def loglog_slope(horizons: Any, values: Any) -> tuple[float, float, int]:
+    """Least-squares slope of ``log values`` against ``log horizons`` over the finite positive
+    values: ``(slope, standard error, points used)``; slope NaN with fewer than 2 distinct
+    horizons, standard error NaN with fewer than 3 points (OLS, residual variance on n - 2)."""
+    h = np.asarray(horizons, dtype=float)
+    y = np.asarray(values, dtype=float)
+    keep = np.isfinite(y) & (y > 0) & np.isfinite(h) & (h > 0)
+    x, y = np.log(h[keep]), np.log(y[keep])
+    n = int(keep.sum())
+    if n < 2 or np.ptp(x) == 0:
+        return np.nan, np.nan, n
+    centred = x - x.mean()
+    slope = float(centred @ (y - y.mean()) / (centred @ centred))
+    if n < 3:
+        return slope, np.nan, n
+    resid = y - y.mean() - slope * centred
+    return slope, float(np.sqrt(resid @ resid / (n - 2) / (centred @ centred))), n
+
+
 def growth_exponent(summary: pd.DataFrame, column: str = "c_apx_mean") -> pd.DataFrame:
     """Least-squares slope of ``log column`` against ``log H`` per (env, agent, n_train).
 
@@ -58,21 +78,19 @@ def growth_exponent(summary: pd.DataFrame, column: str = "c_apx_mean") -> pd.Dat
     """
     rows = []
     for key, group in with_settings(summary).groupby(GROUP[:-1], sort=True, dropna=False):
-        good = group[np.isfinite(group[column]) & (group[column] > 0)]
-        row = dict(zip(GROUP[:-1], key, strict=True))
-        row.update(slope=np.nan, slope_se=np.nan, horizons=len(good))
-        if len(good) >= 2:
-            x = np.log(good["horizon"].to_numpy(float))
-            y = np.log(good[column].to_numpy(float))
-            slope, intercept = np.polyfit(x, y, 1)
-            row["slope"] = float(slope)
-            if len(good) >= 3:
-                resid = y - (slope * x + intercept)
-                row["slope_se"] = float(
-                    np.sqrt(resid @ resid / (len(x) - 2) / ((x - x.mean()) @ (x - x.mean())))
-                )
-        rows.append(row)
+        slope, se, n = loglog_slope(group["horizon"], group[column])
+        rows.append({**dict(zip(GROUP[:-1], key, strict=True)), "slope": slope,
+                     "slope_se": se, "horizons": n})
     return pd.DataFrame(rows)
+
+
+def exponent_text(row: pd.Series) -> str:
+    """A worst-case row's growth exponent in H as ``slope ± se (n H)``; ``-`` without one."""
+    slope, se = row["growth_exponent"], row["growth_exponent_se"]
+    if pd.isna(slope):
+        return "-"
+    spread = "" if pd.isna(se) else f" ± {se:.2g}"
+    return f"{slope:.3f}{spread} ({int(row['growth_horizons'])} H)"
 
 
 def chunk_size(agent: str) -> tuple[str, int] | None:
@@ -113,8 +131,10 @@ def worst_case(frame: pd.DataFrame) -> pd.DataFrame:
     Per family (every instance of ``frame`` that belongs to it, whichever sweep stored it),
     agent, horizon, training-set size and settings: the seed mean of C_apx per instance
     (status ``ok`` rows with a finite C_apx), then ``worst_c_apx`` (their maximum, attained by
-    ``worst_kwargs``), ``mean_c_apx`` and ``instances`` (how many were measured). Columns
-    :data:`WORST_CASE_COLUMNS`.
+    ``worst_kwargs``), ``mean_c_apx`` and ``instances`` (how many were measured); and, per
+    family, agent, training-set size and settings, the growth exponent of the worst case in H
+    (:func:`loglog_slope` over the horizons swept: ``growth_exponent``, ``growth_exponent_se``,
+    ``growth_horizons``). Columns :data:`WORST_CASE_COLUMNS`.
     """
     ok = with_settings(frame[frame["status"] == "ok"])
     ok = ok.assign(c_apx=pd.to_numeric(ok["c_apx"], errors="coerce"))
@@ -137,5 +157,11 @@ def worst_case(frame: pd.DataFrame) -> pd.DataFrame:
                          "worst_kwargs": worst["env_kwargs"],
                          "mean_c_apx": float(group["c_apx"].mean())})
     result = pd.DataFrame(rows, columns=WORST_CASE_COLUMNS)
+    curve = ["env_id", "family", "agent", "n_train", *SETTING_COLUMNS]
+    for _, group in result.groupby(curve, sort=False, dropna=False):
+        slope, se, n = loglog_slope(group["horizon"], group["worst_c_apx"])
+        result.loc[group.index, ["growth_exponent", "growth_exponent_se", "growth_horizons"]] = \
+            [slope, se, n]
+    result["growth_horizons"] = result["growth_horizons"].astype(int)
     return result.sort_values(["env_id", "family", "agent", "n_train", "horizon"],
                               kind="stable").reset_index(drop=True)

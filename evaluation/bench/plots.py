@@ -155,6 +155,17 @@ def _log_axes(ax: plt.Axes, xlabel: str) -> None:
         ax.legend(fontsize=8)
 
 
+def slope_one_guide(ax: plt.Axes, horizons: pd.Series, values: pd.Series) -> None:
+    """A dotted line proportional to H (slope 1 on log-log axes) through the median of
+    ``values`` at the smallest horizon: growth exponents read against it."""
+    ok = np.isfinite(values.to_numpy(float)) & (values.to_numpy(float) > 0)
+    if not ok.any() or horizons[ok].nunique() < 2:
+        return
+    h = np.array(sorted(horizons[ok].unique()), dtype=float)
+    start = float(np.median(values[ok][horizons[ok] == h[0]]))
+    ax.plot(h, start * h / h[0], "k:", alpha=0.6, label="slope 1 (proportional to H)")
+
+
 def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
                     chunk_path: str | os.PathLike[str], mode: int | None = None) -> list[Path]:
     """Worst-case C_apx over each family (:func:`evaluation.bench.analysis.worst_case`): against H
@@ -172,6 +183,7 @@ def plot_worst_case(worst: pd.DataFrame, horizon_path: str | os.PathLike[str],
             group = group.sort_values("horizon")
             ax.plot(group["horizon"], group["worst_c_apx"], **styles[(agent, n_train)],
                     label=_label(agent, int(n_train)))
+        slope_one_guide(ax, frame["horizon"], frame["worst_c_apx"])
         ax.set_title(f"{family_title(env_id, family)}\nworst case over "
                      f"{frame['instances'].max()} instances", fontsize=9)
         _log_axes(ax, "horizon H")

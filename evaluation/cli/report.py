@@ -13,7 +13,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from evaluation.bench.analysis import growth_exponent, summarise, worst_case
+from evaluation.bench.analysis import exponent_text, growth_exponent, summarise, worst_case
 from evaluation.bench.plots import family_title, plot_divergence_vs_horizon, plot_worst_case
 from evaluation.bench.store import KEY_COLUMNS, SETTING_COLUMNS, ResultStore, write_atomically
 from evaluation.bench.sweep import output_paths
@@ -116,12 +116,12 @@ def _print_worst_case(console: Console, worst: pd.DataFrame) -> None:
         table = Table(title=f"worst case of C_apx over the family {family_title(env_id, family)}"
                             " (seed mean per instance)")
         for column in ("agent", "data", "H", "instances", "worst C_apx", "attained at",
-                       "mean C_apx"):
+                       "mean C_apx", "worst's exponent in H"):
             table.add_column(column, justify="right", overflow="fold")
         for _, row in frame.iterrows():
             table.add_row(row["agent"], _data(row), str(row["horizon"]), str(row["instances"]),
                           f"{row['worst_c_apx']:.4g}", _attained(row),
-                          f"{row['mean_c_apx']:.4g}")
+                          f"{row['mean_c_apx']:.4g}", exponent_text(row))
         console.print(table)
 
 

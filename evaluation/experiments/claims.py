@@ -10,6 +10,7 @@ the profile, an agent is not registered, a job failed, rows are missing).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,8 @@ from evaluation.bench.sweep import family_json
 from ntp_envs import canonical_env_kwargs, env_defaults
 
 __all__ = ["VERDICTS", "Claim", "ClaimResult", "Measured", "NotRun", "family_rows",
-           "family_worst", "full_kwargs", "mean_se", "select_rows"]
+           "family_worst", "full_kwargs", "grid_instances", "instances_worst", "mean_se",
+           "select_rows"]
 
 Verdict = Literal["holds", "fails", "not run"]
 VERDICTS: tuple[Verdict, ...] = ("holds", "fails", "not run")
@@ -63,6 +65,11 @@ class ClaimResult:
     verdict: Verdict
     measured: tuple[Measured, ...] = ()
     note: str = ""
+    gated: bool = True
+
+    def verdict_text(self) -> str:
+        """The verdict, with ``(reported, not gated)`` for a claim that cannot fail a run."""
+        return self.verdict if self.gated else f"{self.verdict} (reported, not gated)"
 
     def measured_text(self) -> str:
         """The measured values in one line (``-`` when none)."""
@@ -91,7 +98,9 @@ Check = Callable[[pd.DataFrame], tuple[list[Measured], bool, str]]
 
 @dataclass(frozen=True)
 class Claim:
-    """A checkable statement: ``check(rows) -> (measured, holds, note)``, or ``NotRun``."""
+    """A checkable statement: ``check(rows) -> (measured, holds, note)``, or ``NotRun``.
+    ``gated`` False: the verdict is reported but a failure does not fail the run (a finding
+    whose expectation is open, e.g. R4b)."""
 
     id: str
     title: str
@@ -99,13 +108,14 @@ class Claim:
     quantity: str
     expected: str
     check: Check = field(repr=False, compare=False)
+    gated: bool = True
 
     def evaluate(self, frame: pd.DataFrame | None, experiment: str,
                  not_run: str = "") -> ClaimResult:
         """The verdict on ``frame`` (the owning experiment's rows); ``not run`` with
         ``not_run`` as the reason when ``frame`` is None."""
         base = dict(claim=self.id, experiment=experiment, title=self.title, source=self.source,
-                    quantity=self.quantity, expected=self.expected)
+                    quantity=self.quantity, expected=self.expected, gated=self.gated)
         if frame is None:
             return ClaimResult(**base, verdict="not run", note=not_run or "experiment not run")
         try:
@@ -196,3 +206,39 @@ def family_worst(frame: pd.DataFrame, env_id: str, agent: str, base: Mapping[str
     row = table.loc[table["instances"].idxmax()]
     where = full_kwargs(env_id, row["worst_kwargs"])
     return float(row["worst_c_apx"]), {k: where[k] for k in grid}, found
+
+
+def grid_instances(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]
+                   ) -> list[dict[str, Any]]:
+    """The instances ``base`` x the cartesian product of ``grid`` as kwargs dicts."""
+    keys = list(grid)
+    return [{**dict(base), **dict(zip(keys, combo, strict=True))}
+            for combo in itertools.product(*(list(grid[k]) for k in keys))]
+
+
+def instances_worst(frame: pd.DataFrame, env_id: str, agent: str,
+                    instances: Sequence[Mapping[str, Any]], *, horizon: int,
+                    n_train: int = 0) -> tuple[float, dict[str, Any]]:
+    """Worst case of C_apx over ``instances`` (kwargs of ``env_id``, defaults filled in; rows
+    from any sweep that stored them): ``(max over instances of the seed-mean C_apx, the
+    instance attaining it)``. ``NotRun`` unless every instance has a finite C_apx."""
+    rows = frame[(frame["env_id"] == env_id) & (frame["agent"] == agent) &
+                 (frame["horizon"] == horizon) & (frame["n_train"] == n_train) &
+                 (frame["status"] == "ok")]
+    rows = rows.assign(c_apx=pd.to_numeric(rows["c_apx"], errors="coerce"))
+    per_instance = rows[np.isfinite(rows["c_apx"])].groupby("env_kwargs")["c_apx"].mean()
+    def key(kwargs: Mapping[str, Any]) -> str:
+        return json.dumps(canonical_env_kwargs(env_id, dict(kwargs)), sort_keys=True)
+
+    by_key = {key(json.loads(k)): v for k, v in per_instance.items()}
+    values = [by_key.get(key(kw)) for kw in instances]
+    found = sum(v is not None for v in values)
+    if found < len(instances):
+        failed = frame[(frame["env_id"] == env_id) & (frame["agent"] == agent) &
+                       (frame["horizon"] == horizon) & (frame["status"] != "ok")]
+        why = "" if failed.empty else \
+            f" ({len(failed)} failed: {str(failed['error'].iloc[0] or '').splitlines()[:1]})"
+        raise NotRun(f"{env_id.removeprefix('ntp_envs/')} {agent} H={horizon}: {found} of "
+                     f"{len(instances)} instances have a C_apx{why}")
+    i = int(np.argmax(values))
+    return float(values[i]), dict(instances[i])

@@ -107,7 +107,7 @@ def claims_markdown(claims: Sequence[ClaimResult]) -> str:
     """The claims table: claim, expected, measured, verdict (and why, when not run)."""
     rows = []
     for c in claims:
-        verdict = f"**{c.verdict}**"
+        verdict = f"**{c.verdict_text()}**"
         if c.verdict == "not run" and c.note:
             verdict += f" ({c.note})"
         rows.append({"claim": f"{c.claim}: {c.title}", "measured quantity": c.quantity,
@@ -218,7 +218,7 @@ def render_report(record: RunRecord, folder: Path,
     parts = ["# ntp-gym reproduction report", "", _run_line(record), "", "## Claims", "",
              claims_markdown(record.claims), ""]
     for c in record.claims:
-        parts.append(f"* **{c.claim}** ({c.experiment}; source: {c.source}): {c.verdict}"
+        parts.append(f"* **{c.claim}** ({c.experiment}; source: {c.source}): {c.verdict_text()}"
                      + (f". {c.note}" if c.note else ""))
     for name in record.experiments:
         title, description = about.get(name, (name, ""))
@@ -236,7 +236,7 @@ def print_claims(console: Console, claims: Sequence[ClaimResult]) -> None:
         table.add_column(column, overflow="fold")
     colours = {"holds": "green", "fails": "red", "not run": "yellow"}
     for c in claims:
-        verdict = f"[{colours[c.verdict]}]{c.verdict}[/]"
+        verdict = f"[{colours[c.verdict]}]{c.verdict_text()}[/]"
         if c.verdict != "holds" and c.note:
             verdict += f"\n{c.note}"
         table.add_row(f"{c.claim}: {c.title}", c.expected, c.measured_text(), verdict)
