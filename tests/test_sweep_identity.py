@@ -192,6 +192,10 @@ def test_family_sweep_worst_case_matches_separate_instance_runs(tmp_path) -> Non
         arg = max(values, key=values.get)
         expected = {"event_prob": 0.001, **({} if arg == 0.05 else {"bias": arg})}  # default
         assert json.loads(row["worst_kwargs"]) == expected
+    # the worst case's growth exponent in H: two horizons, the slope between them, no s.e.
+    slope = np.log(worst["worst_c_apx"].iloc[1] / worst["worst_c_apx"].iloc[0]) / np.log(2)
+    np.testing.assert_allclose(worst["growth_exponent"], slope, rtol=1e-12)
+    assert worst["growth_exponent_se"].isna().all() and (worst["growth_horizons"] == 2).all()
     assert (out / "worst_case_vs_horizon.png").stat().st_size > 10_000
 
 
