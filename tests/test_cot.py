@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 
 import gymnasium as gym
@@ -32,7 +33,7 @@ from ntp_envs.multiplication_cot import (
 )
 from ntp_envs.parity_cot import format_sequence as parity_format
 from ntp_envs.parity_cot import parse_sequence as parity_parse
-from ntp_envs.sequence_model import FinitePrompts, UniformPrompts
+from ntp_envs.sequence_model import DeterministicModel, FinitePrompts, UniformPrompts
 
 PARITY = "ntp_envs/ParityCoT-v0"
 MULT = "ntp_envs/MultiplicationCoT-v0"
@@ -236,6 +237,111 @@ def test_expert_scores_perfectly_against_itself() -> None:
     assert acc.accuracy == 1.0 and acc.split == "test" and acc.stderr == 0.0
 
 
+# ------------------------------------------------- held-out accuracy leaves out training
+
+
+def _memoriser(task, seen: np.ndarray) -> DeterministicModel:
+    """A planted learner: the expert's sequence on the prompts in ``seen``, the expert's with
+    the parity answer flipped on every other prompt."""
+    memorised = {tuple(row) for row in np.asarray(seen).tolist()}
+
+    def sequences(prompts: np.ndarray) -> np.ndarray:
+        tokens = task.expert.deterministic_sequences(prompts).copy()
+        unseen = np.array([tuple(row) not in memorised for row in prompts.tolist()])
+        tokens[unseen, -1] = 1 - tokens[unseen, -1]
+        return tokens
+
+    return DeterministicModel(sequences, task.vocab_size, task.horizon, task.prompts.prompt_length)
+
+
+def test_held_out_accuracy_leaves_out_the_demonstration_prompts(monkeypatch) -> None:
+    import evaluation.methods.deterministic as det
+
+    task = make_task(PARITY, num_bits=8, subset_size=4, cot="count")
+    demos = collect_demonstrations(task, 100, 0)
+    distinct = len({tuple(row) for row in demos.prompts.tolist()})  # about 80 of 256
+    model = _memoriser(task, demos.prompts)
+    held = answer_accuracy(task, model, seen=demos.prompts)
+    assert (held.accuracy, held.stderr, held.split) == (0.0, 0.0, "held-out")
+    assert held.num_prompts == 256 - distinct
+    every = answer_accuracy(task, model)  # no training prompts given: over all prompts
+    assert every.split == "all" and every.num_prompts == 256
+    assert every.accuracy == pytest.approx(distinct / 256, abs=1e-12)
+    monkeypatch.setattr(det, "MAX_EXACT_TOKENS", 10)  # sampled prompts: the same split
+    sampled = answer_accuracy(task, model, seen=demos.prompts, n_samples=2000, rng=0)
+    assert (sampled.accuracy, sampled.split) == (0.0, "held-out")
+    assert 0.6 * 2000 < sampled.num_prompts < 2000  # the seen ones dropped from the sample
+    mixed = answer_accuracy(task, model, n_samples=2000, rng=0)
+    assert mixed.split == "all" and abs(mixed.accuracy - distinct / 256) < 4 * mixed.stderr
+
+
+def test_accuracy_over_all_prompts_when_every_prompt_was_seen() -> None:
+    task = make_task(PARITY, num_bits=3, subset_size=2, cot="count")
+    demos = collect_demonstrations(task, 200, 0)  # 8 prompts: every one seen
+    estimate = answer_accuracy(task, _memoriser(task, demos.prompts), seen=demos.prompts)
+    assert (estimate.accuracy, estimate.split, estimate.num_prompts) == (1.0, "all", 8)
+
+
+def test_accuracy_rejects_seen_prompts_of_the_wrong_shape() -> None:
+    task = make_task(PARITY, num_bits=4, subset_size=2, cot="count")
+    with pytest.raises(ValueError) as caught:
+        answer_accuracy(task, task.expert, seen=np.zeros((3, 5), dtype=np.int64))
+    assert str(caught.value) == ("seen must be an integer array of shape (n, 4), got shape "
+                                 "(3, 5) and dtype int64")
+    with pytest.raises(ValueError, match="got shape \\(3, 4\\) and dtype float64"):
+        answer_accuracy(task, task.expert, seen=np.zeros((3, 4)))
+
+
+def test_sweep_scores_accuracy_on_the_prompts_its_demonstrations_missed(monkeypatch) -> None:
+    """``run_job`` hands the demonstration prompts to the accuracy, a population fit none."""
+    import evaluation.bench.sweep as sweep_module
+    from evaluation.bench.sweep import SweepConfig, compute_oracle, run_job, sweep_jobs
+
+    drawn, given = [], []
+
+    def recording_demos(*args, **kwargs):
+        drawn.append(collect_demonstrations(*args, **kwargs))
+        return drawn[-1]
+
+    def recording_metrics(task, model, n_samples, rng, seen=None):
+        given.append(seen)
+        return {}
+
+    monkeypatch.setattr(sweep_module, "collect_demonstrations", recording_demos)
+    monkeypatch.setattr(sweep_module, "task_metrics", recording_metrics)
+    kwargs = {"num_bits": 6, "subset_size": 3}
+    for n_train in (50, 0):
+        (job,) = sweep_jobs(SweepConfig(PARITY, kwargs, ("linear-ar",), (7,), seeds=1,
+                                        n_train=n_train))
+        assert run_job(job, compute_oracle(job))["status"] == "ok"
+    assert len(drawn) == 1 and len(given) == 2
+    np.testing.assert_array_equal(given[0], drawn[0].prompts)
+    assert given[1] is None
+
+
+def test_r6_note_names_the_prompts_each_accuracy_was_measured_on() -> None:
+    from evaluation.experiments import cot
+
+    def rows(parity_split: str) -> pd.DataFrame:
+        settings = [(PARITY, {**cot.COT_PARITY, "cot": "count", "cot_stride": 1}, "linear-ar",
+                     0.997, parity_split),
+                    (PARITY, {**cot.COT_PARITY, "cot": "none", "cot_stride": 1}, "linear-ar",
+                     0.5, parity_split),
+                    (MULT, {"num_digits": 2, "cot": "long", "answer_order": "lsd"}, "mlp-ar",
+                     0.97, "test")]
+        return pd.DataFrame([{
+            "env_id": env, "env_kwargs": json.dumps(kwargs, sort_keys=True), "agent": agent,
+            "horizon": 1, "seed": 0, "n_train": 4000, "status": "ok", "answer_accuracy": acc,
+            "answer_accuracy_stderr": 0.0, "answer_split": split}
+            for env, kwargs, agent, acc, split in settings])
+
+    held = cot.R6.evaluate(rows("held-out"), "cot")
+    assert held.verdict == "holds"
+    assert held.note == ("parity answer accuracy on prompts not in the demonstrations (exact); "
+                         "multiplication on held-out test pairs")
+    assert "all prompts (training ones included)" in cot.R6.evaluate(rows("all"), "cot").note
+
+
 # ------------------------------------------------------------------- the learners
 
 
@@ -330,14 +436,15 @@ def test_mlp_ar_stops_on_its_validation_split() -> None:
 
 def test_sweep_stores_answer_accuracy_and_plots_it(tmp_path) -> None:
     out = tmp_path / "cot"
-    argv = ["sweep", "--env", PARITY, "--env-kwargs", '{"num_bits": 6, "subset_size": 3}',
-            "--agents", "linear-ar", "--horizons", "7", "--seeds", "2", "--n-train", "300",
+    argv = ["sweep", "--env", PARITY, "--env-kwargs", '{"num_bits": 8, "subset_size": 4}',
+            "--agents", "linear-ar", "--horizons", "9", "--seeds", "2", "--n-train", "300",
             "--quiet", "--out", str(out)]
     assert main(argv) == 0
     frame = pd.read_csv(out / "results.csv")
     assert (frame["status"] == "ok").all() and len(frame) == 2
-    assert frame["answer_accuracy"].between(0.9, 1.0).all()
-    assert (frame["answer_accuracy_stderr"] == 0).all() and (frame["answer_split"] == "train").all()
+    assert frame["answer_accuracy"].between(0.9, 1.0).all()  # on the ~80 unseen of 256 prompts
+    assert (frame["answer_accuracy_stderr"] == 0).all()
+    assert (frame["answer_split"] == "held-out").all()
     assert (frame["eval_method"] == "deterministic_exact").all()
     assert (out / "answer_accuracy.png").stat().st_size > 10_000
 

@@ -60,7 +60,7 @@ from evaluation.metrics.accuracy import task_metrics
 from evaluation.oracle import best_in_class
 from experts.demonstrations import collect_demonstrations
 from ntp_envs import canonical_env_kwargs, make_task
-from ntp_envs.type_aliases import FloatArray
+from ntp_envs.type_aliases import FloatArray, IntArray
 
 MAX_GRID_INSTANCES = 4096
 """Most instances one ``env_grid`` may expand to."""
@@ -293,7 +293,8 @@ def run_job(job: Job, oracle: dict[str, Any]) -> dict[str, Any]:
         with on_device(job.device):
             start = time.perf_counter()
             policy = agent.fit(task, demos, rng)
-            return score_row(job, oracle, task, policy, time.perf_counter() - start)
+            return score_row(job, oracle, task, policy, time.perf_counter() - start,
+                             seen=None if demos is None else demos.prompts)
     except PolicyOutputError as err:
         return failed_row(job, err, "output", oracle)
     except (Exception, SystemExit) as err:  # noqa: BLE001 - stored, the sweep goes on
@@ -392,16 +393,18 @@ def check_policy_output(task: Any, policy: Any, rng: np.random.Generator) -> Non
 
 
 def score_row(job: Job, oracle: dict[str, Any], task: Any, policy: Any,
-              fit_seconds: float) -> dict[str, Any]:
+              fit_seconds: float, seen: IntArray | None = None) -> dict[str, Any]:
     """The row of ``policy`` (fitted for ``job`` on ``task``, a SequenceTask) scored against
-    the expert; also :func:`evaluation.score.score`'s row. Raises on an evaluation error, and
+    the expert; also :func:`evaluation.score.score`'s row. Answer accuracy leaves out the
+    training prompts ``seen`` (:func:`evaluation.metrics.accuracy.answer_accuracy`).
+    Raises on an evaluation error, and
     :class:`PolicyOutputError` when the policy's output fails :func:`check_policy_output`."""
     start = time.perf_counter()
     check_policy_output(task, policy, np.random.default_rng([job.seed, job.horizon, 3]))
     result = divergence(task.expert, policy, task.prompts, n_samples=job.eval_samples,
                         rng=np.random.default_rng([job.seed, job.horizon, 1]))
     metrics = task_metrics(task, policy, job.eval_samples,  # answer accuracy, if any
-                           np.random.default_rng([job.seed, job.horizon, 2]))
+                           np.random.default_rng([job.seed, job.horizon, 2]), seen)
     eval_seconds = time.perf_counter() - start
     c_apx = approximation_ratio(result.hellinger2, oracle["best_in_class_hellinger2"])
     info = getattr(policy, "info", {})

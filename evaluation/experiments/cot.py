@@ -1,9 +1,14 @@
 """Chain of thought (Malach 2023): a linear next-token predictor learns parity with the
 counting CoT and is at chance without it; the long CoT lets ``mlp-ar`` multiply 2 x 2 digits.
 
-Answer accuracy is greedy decoding on held-out prompts (:mod:`evaluation.metrics.accuracy`); for
-ParityCoT the plot is accuracy against the CoT length (``cot_stride`` m gives
-``ceil(num_bits / m)`` CoT tokens; no CoT is length 0); for other tasks one bar per setting.
+Answer accuracy is greedy decoding (:mod:`evaluation.metrics.accuracy`) on prompts the learner
+did not train on: MultiplicationCoT's test split of operand pairs, and for ParityCoT the
+prompts not in the demonstrations (exact over the rest of the ``2^num_bits``; a population
+fit sees every prompt, so there it is over all prompts). The ``prompts`` column says which:
+``test``, ``held-out`` (not in the demonstrations) or ``all`` (training prompts included;
+``train`` in results stored before this split existed). For ParityCoT the plot is accuracy
+against the CoT length (``cot_stride`` m gives ``ceil(num_bits / m)`` CoT tokens; no CoT is
+length 0); for other tasks one bar per setting.
 """
 
 from __future__ import annotations
@@ -141,7 +146,9 @@ def analyse(frame: pd.DataFrame, out: Path) -> tuple[list[Table], list[Figure]]:
     summary = answer_summary(frame)
     plot_answer_accuracy(summary, out / "answer_accuracy.png")
     return ([Table("answer_accuracy", "Answer accuracy (greedy decoding; mean ± s.e. over "
-                   "seeds, or the held-out sampling error of one seed)", answer_display(summary))],
+                   "seeds, or the prompt-sampling error of one seed; prompts: test = the held-out "
+                   "split, held-out = not in the demonstrations, all = training prompts "
+                   "included)", answer_display(summary))],
             [Figure("answer_accuracy", "Answer accuracy against CoT length (parity) and per "
                     "setting (multiplication)")])
 
@@ -189,12 +196,27 @@ def _accuracy(frame: pd.DataFrame, env_id: str, agent: str, kwargs: dict[str, An
     return mean_se(rows["answer_accuracy"])
 
 
+SPLIT_WORDS = {"test": "held-out test pairs", "held-out": "prompts not in the demonstrations",
+               "all": "all prompts (training ones included)",
+               "train": "all prompts (training ones included)"}
+"""What each ``answer_split`` value measures (``train``: rows stored before the split)."""
+
+
+def _prompts(frame: pd.DataFrame, env_id: str, agent: str, kwargs: dict[str, Any]) -> str:
+    """The prompts the accuracy of one setting was measured on, in words."""
+    rows = select_rows(frame, env_id, agent, kwargs=kwargs)
+    if "answer_split" not in rows:
+        return "prompts not recorded"
+    splits = sorted({str(s) for s in rows["answer_split"].dropna()})
+    return " / ".join(SPLIT_WORDS.get(s, s) for s in splits) or "prompts not recorded"
+
+
 def _check_r6(frame: pd.DataFrame) -> tuple[list[Measured], bool, str]:
-    count = _accuracy(frame, PARITY, "linear-ar", {**COT_PARITY, "cot": "count",
-                                                   "cot_stride": 1})
+    count_kwargs = {**COT_PARITY, "cot": "count", "cot_stride": 1}
+    mult_kwargs = {"num_digits": 2, "cot": "long", "answer_order": "lsd"}
+    count = _accuracy(frame, PARITY, "linear-ar", count_kwargs)
     none = _accuracy(frame, PARITY, "linear-ar", {**COT_PARITY, "cot": "none"})
-    mult = _accuracy(frame, MULT, "mlp-ar", {"num_digits": 2, "cot": "long",
-                                             "answer_order": "lsd"})
+    mult = _accuracy(frame, MULT, "mlp-ar", mult_kwargs)
     measured = [Measured("parity linear-ar count CoT", *count),
                 Measured("parity linear-ar no CoT", *none),
                 Measured("2x2 mlp-ar long CoT (lsd)", *mult)]
@@ -203,7 +225,9 @@ def _check_r6(frame: pd.DataFrame) -> tuple[list[Measured], bool, str]:
             frame, MULT, "mlp-ar", {"num_digits": 2, "cot": "none"})))
     holds = (count[0] >= PARITY_MIN and abs(none[0] - 0.5) <= CHANCE_TOLERANCE
              and mult[0] >= MULT_MIN)
-    return measured, holds, "answer accuracy on held-out prompts (parity: exact over 2^16)"
+    note = (f"parity answer accuracy on {_prompts(frame, PARITY, 'linear-ar', count_kwargs)}"
+            f" (exact); multiplication on {_prompts(frame, MULT, 'mlp-ar', mult_kwargs)}")
+    return measured, holds, note
 
 
 R6 = Claim(
@@ -212,8 +236,9 @@ R6 = Claim(
           "long CoT",
     source="Malach 2023 (arXiv 2309.06979), universality of linear next-token predictors "
            "with chain of thought",
-    quantity="greedy answer accuracy: ParityCoT 16 bits, subset 8, linear-ar from 4,000 "
-             "demonstrations with the running count (stride 1) and without CoT; "
+    quantity="greedy answer accuracy on prompts not trained on: ParityCoT 16 bits, subset 8, "
+             "linear-ar from 4,000 demonstrations with the running count (stride 1) and "
+             "without CoT, exact over the prompts not in the demonstrations; "
              "MultiplicationCoT 2 x 2, mlp-ar with the long CoT (answer lsd first)",
     expected=f"count CoT >= {PARITY_MIN}; no CoT within {CHANCE_TOLERANCE} of 1/2; "
              f"2 x 2 long CoT >= {MULT_MIN} on held-out pairs",

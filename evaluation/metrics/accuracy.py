@@ -2,10 +2,18 @@
 
 The policy decodes greedily (argmax token at every position, its own previous tokens in the
 context: no teacher forcing); it is right on a prompt when its last ``answer_length`` tokens
-equal the expert's. Accuracy is measured on ``task.test_prompts`` (held out from training)
-when the task has one, else on ``task.prompts``: exactly over a listed support of at most
+equal the expert's. The prompts (``split``):
+
+* ``"test"``: ``task.test_prompts`` when the task has one (held out from training by
+  construction);
+* ``"held-out"``: else, when the prompts the model was trained on are given (``seen``, e.g.
+  the demonstrations' prompts), the prompt law restricted to the prompts not in ``seen``;
+* ``"all"``: else ``task.prompts``, training prompts included (no ``seen``, as for a
+  population fit, which sees every prompt, or every prompt of the support is in ``seen``).
+
+Exactly over a listed support of at most
 :data:`evaluation.methods.deterministic.MAX_EXACT_TOKENS` tokens, otherwise on ``n_samples``
-sampled prompts with its standard error.
+sampled prompts (those in ``seen`` dropped) with its standard error.
 """
 
 from __future__ import annotations
@@ -44,27 +52,55 @@ def _correct(task: SequenceTask, model: SequenceModel, prompts: IntArray) -> Flo
     return (decoded[:, -length:] == expert[:, -length:]).all(axis=1).astype(np.float64)
 
 
+def _unseen(prompts: IntArray, seen: set[bytes]) -> np.ndarray:
+    """Boolean mask of the rows of ``prompts`` not in ``seen`` (rows as int64 bytes)."""
+    rows = np.ascontiguousarray(prompts, dtype=np.int64)
+    return np.fromiter((row.tobytes() not in seen for row in rows), dtype=bool,
+                       count=len(rows))
+
+
+def _seen_rows(task: SequenceTask, seen: IntArray) -> set[bytes]:
+    length = task.prompts.prompt_length
+    rows = np.asarray(seen)
+    if rows.ndim != 2 or rows.shape[1] != length or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"seen must be an integer array of shape (n, {length}), got shape "
+                         f"{rows.shape} and dtype {rows.dtype}")
+    return {row.tobytes() for row in np.ascontiguousarray(rows, dtype=np.int64)}
+
+
 def answer_accuracy(
     task: SequenceTask,
     model: SequenceModel,
     *,
     n_samples: int = 10_000,
     rng: np.random.Generator | int | None = None,
+    seen: IntArray | None = None,
 ) -> AccuracyEstimate:
-    """Greedy answer accuracy of ``model`` on the task's held-out prompts (module doc)."""
+    """Greedy answer accuracy of ``model`` on the task's test prompts, else on the prompts
+    not in ``seen`` (those it was trained on), else on all prompts (module doc)."""
     if not task.answer_length:
         raise ValueError(f"{task.env_id} has no answer (task.answer_length is not set)")
     if int(n_samples) != n_samples or n_samples < 2:
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples}")
-    split = "test" if task.test_prompts is not None else "train"
-    law = task.test_prompts if task.test_prompts is not None else task.prompts
+    excluded = set() if seen is None else _seen_rows(task, seen)
+    if task.test_prompts is not None:
+        split, law, excluded = "test", task.test_prompts, set()
+    else:
+        split, law = ("held-out" if excluded else "all"), task.prompts
     if exact_over_support(law, task.horizon):
         assert isinstance(law, FinitePrompts)
-        correct = _correct(task, model, law.contexts)
-        accuracy = float(np.average(correct, weights=np.exp(law.log_probs)))
-        return AccuracyEstimate(accuracy, 0.0, law.num_contexts, split)
+        keep = _unseen(law.contexts, excluded)
+        if not keep.any():  # every prompt was seen: nothing is held out
+            split, keep = "all", np.ones_like(keep)
+        correct = _correct(task, model, law.contexts[keep])
+        accuracy = float(np.average(correct, weights=np.exp(law.log_probs[keep])))
+        return AccuracyEstimate(accuracy, 0.0, int(keep.sum()), split)
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    correct = _correct(task, model, law.sample(int(n_samples), generator))
+    prompts = law.sample(int(n_samples), generator)
+    keep = _unseen(prompts, excluded)
+    if keep.sum() < 2:  # (almost) every sampled prompt was seen: score them all
+        split, keep = "all", np.ones_like(keep)
+    correct = _correct(task, model, prompts[keep])
     stderr = float(correct.std(ddof=1) / math.sqrt(len(correct)))
     return AccuracyEstimate(float(correct.mean()), stderr, len(correct), split)
 
@@ -78,13 +114,15 @@ stores in its ``task_metrics`` column."""
 
 
 def task_metrics(
-    task: SequenceTask, model: SequenceModel, n_samples: int, rng: np.random.Generator
+    task: SequenceTask, model: SequenceModel, n_samples: int, rng: np.random.Generator,
+    seen: IntArray | None = None,
 ) -> dict[str, float | str]:
-    """Result-store columns for ``task``: answer accuracy where the task has an answer, and
-    its :data:`TASK_METRICS` (as JSON) where it has some."""
+    """Result-store columns for ``task``: answer accuracy where the task has an answer (off
+    the training prompts ``seen`` where it has no test split), and its :data:`TASK_METRICS`
+    (as JSON) where it has some."""
     out: dict[str, float | str] = {}
     if task.answer_length:
-        est = answer_accuracy(task, model, n_samples=n_samples, rng=rng)
+        est = answer_accuracy(task, model, n_samples=n_samples, rng=rng, seen=seen)
         out.update({"answer_accuracy": est.accuracy, "answer_accuracy_stderr": est.stderr,
                     "answer_split": est.split})
     if task.env_id in TASK_METRICS:
