@@ -19,7 +19,7 @@ from agents.linear_ar import LinearAR
 from agents.logloss_bc import LogLossBC
 from agents.registry import BUILT_IN, FAMILIES, agent_names, check_agent, make_agent
 from agents.rho_estimator import RhoEstimator
-from agents.robust_bc import RobustBC
+from agents.robust_bc import RobustBC, RobustRho
 from ntp_envs.task import SequenceTask
 
 LAZY_POLICY_KINDS = {
@@ -52,5 +52,5 @@ for _kind, (_module, _name) in LAZY_POLICY_KINDS.items():
     _lazy_kind(_kind, _module, _name)
 
 __all__ = ["BUILT_IN", "FAMILIES", "Agent", "ChunkKR", "ChunkRho", "ChunkedBC", "FittedPolicy",
-           "LinearAR", "LogLossBC", "RhoEstimator", "RobustBC", "agent_names", "check_agent",
-           "load_policy", "make_agent"]
+           "LinearAR", "LogLossBC", "RhoEstimator", "RobustBC", "RobustRho", "agent_names",
+           "check_agent", "load_policy", "make_agent"]

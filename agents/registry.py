@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.base import Agent, agent_config
+from agents.chunk_hellinger import ChunkHellinger
 from agents.chunk_kr import ChunkKR
 from agents.chunk_rho import ChunkRho
 from agents.chunked_bc import ChunkedBC
@@ -29,7 +30,7 @@ from agents.logloss_bc import LogLossBC
 from agents.plugins import plugin_agent_names, resolve_plugin
 from agents.rho_estimator import RhoEstimator
 from agents.rho_select import RHO_SELECT_PREFIX, RhoSelect
-from agents.robust_bc import RobustBC
+from agents.robust_bc import RobustBC, RobustRho
 from ntp_envs.chunk_tables import MAX_CHUNK_OUTCOMES
 from ntp_envs.plugins import SPEC_FORMS, split_specs
 
@@ -70,6 +71,7 @@ def _mlp_ar() -> Agent:
 BUILT_IN: dict[str, Callable[[], Agent]] = {
     "logloss": LogLossBC,
     "robust": RobustBC,
+    "robust-rho": RobustRho,
     "rho": RhoEstimator,
     "imitation-bc": _imitation_bc,
     "dagger": _dagger,
@@ -133,6 +135,8 @@ FAMILIES: dict[str, NameFamily] = {family.prefix: family for family in (
                   "K in [1, H]"),
     _chunk_family("chunk-kr", ChunkKR, "ridge regression of the one-hot chunk outcome, chunk "
                   "size K in [1, H]"),
+    _chunk_family("chunk-hellinger", ChunkHellinger, "the Hellinger projection of the chunk "
+                  "laws onto the token class (proper), chunk size K in [1, H]"),
     NameFamily("rho-select", "rho-select:a+b+...", "the rho tournament over the fits of the "
                "listed agents", _rho_select),
     NameFamily("hf", "hf:<model_type>?key=value&...", "a transformers causal LM built from a "

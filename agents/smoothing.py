@@ -1,4 +1,6 @@
-"""Smoothed policies ``pi^gamma = (1 - gamma) pi + gamma Unif(A)`` (RobustBC's class)."""
+"""Smoothed policies ``pi^gamma = (1 - gamma) pi + gamma Unif(A)`` (the class of ``robust`` and
+``robust-rho``), in log space: ``gamma`` down to 1e-15 against log-probabilities down to
+log(1e-300) stays finite."""
 
 from __future__ import annotations
 

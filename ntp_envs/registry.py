@@ -15,6 +15,7 @@ ENTRY_POINTS: dict[str, str] = {
     "ntp_envs/ARLinear-v0": "ntp_envs.ar_linear:ARLinearEnv",
     "ntp_envs/MixtureProduct-v0": "ntp_envs.mixture_product:MixtureProductEnv",
     "ntp_envs/FiniteClassBarrier-v0": "ntp_envs.finite_class_barrier:FiniteClassBarrierEnv",
+    "ntp_envs/TiedLogitBarrier-v0": "ntp_envs.tied_logit_barrier:TiedLogitBarrierEnv",
     "ntp_envs/ParityCoT-v0": "ntp_envs.parity_cot:ParityCoTEnv",
     "ntp_envs/MultiplicationCoT-v0": "ntp_envs.multiplication_cot:MultiplicationCoTEnv",
     "ntp_envs/PathStar-v0": "ntp_envs.path_star:PathStarEnv",

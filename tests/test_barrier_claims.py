@@ -107,7 +107,7 @@ def test_finite_class_barrier(n) -> None:
     if n is None:  # the barrier is a population statement: NTP's choice is its KL projection
         assert c_apx(task, "logloss", None) == pytest.approx(ntp, rel=1e-9)
     demos = None if n is None else collect_demonstrations(task, n, 0)
-    robust = make_agent("robust").fit(task, demos, np.random.default_rng(0))
+    robust = make_agent("robust-rho").fit(task, demos, np.random.default_rng(0))
     assert robust.info["member"] == "rare_event"
     smoothed = smoothed_barrier_forms(h, robust.gamma)[0]["rare_event"][0]
     robust_c_apx = divergence(task.expert, robust, task.prompts).hellinger2 / best
@@ -193,7 +193,7 @@ def test_well_specified_controls(env, knob) -> None:
     # population NTP attains the expert: see the two tests above. The tournaments are exact,
     # but rho's candidates are a grid (MixtureProduct) and RobustBC smooths: both are within
     # grid / smoothing error of the expert, so C_apx = x / 0 is undefined
-    for agent in ("robust", "rho"):
+    for agent in ("robust-rho", "rho"):  # robust: tests/test_robust.py
         policy = make_agent(agent).fit(task, None, np.random.default_rng(0))
         assert policy.info["tournament"] == "exact"
         assert divergence(task.expert, policy, task.prompts).hellinger2 < 0.01

@@ -6,6 +6,10 @@
   [0.4, 1.5]; 1 at K = H); ``rho`` <= 1.5.
 * MixtureProduct (weight 0.1, p0 0.5, p1 0.9): ``rho``'s C_apx at H = 16384 is at most 1.3x
   its value at H = 1024.
+* At H = 4096 (issue 20: exact population tournaments at large H), over the rarity family
+  event_prob {1e-2, 1e-5, 1e-9} x bias {1e-4, 1e-2, 0.25} x min_prob {1e-5, 1e-300}:
+  ``rho``, ``robust-rho``, ``chunk-rho:1`` and ``chunk-rho:64`` fit on the exact law, and
+  ``rho`` picks the member of smaller ``D_H^2`` (the env's closed forms) on every instance.
 * ``chunk:K`` and ``chunk-kr:K`` on the same family: the same law there (a finite class has
   no features: both fit the per-context chunk frequencies), C_apx about (H / K + 1) / 2 x
   the event-to-bias ratio.
@@ -17,6 +21,7 @@ The full table (C_apx and fit seconds against K) is printed by
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import pytest
@@ -29,6 +34,7 @@ from ntp_envs import make_task
 BARRIER = "ntp_envs/FiniteClassBarrier-v0"
 MIX = "ntp_envs/MixtureProduct-v0"
 BIASES = tuple(float(b) for b in np.geomspace(1e-3, 0.25, 32))
+RARITY = tuple(itertools.product((1e-2, 1e-5, 1e-9), (1e-4, 1e-2, 0.25), (1e-5, 1e-300)))
 
 
 @functools.cache
@@ -96,6 +102,19 @@ def test_chunk_kr_and_chunk_fit_the_same_law_on_the_finite_class_family() -> Non
         # D^2 ~ rho (H / K + 1) against the best 2 rho once the rare member is best
         top = [c for c, b in zip(chunk, BIASES, strict=True) if b > 0.1]
         assert np.allclose(top, (32 / k + 1) / 2, rtol=0.05)
+
+
+def test_rho_picks_the_closer_member_on_the_rarity_family_h4096() -> None:
+    for event_prob, bias, min_prob in RARITY:
+        task = make_task(BARRIER, horizon=4096, event_prob=event_prob, bias=bias,
+                         min_prob=min_prob)
+        closed = task.extras["closed_forms"]
+        best = min(closed, key=lambda name: closed[name]["hellinger2"])
+        for agent in ("rho", "robust-rho", "chunk-rho:1", "chunk-rho:64"):
+            policy = make_agent(agent).fit(task, None, np.random.default_rng(0))
+            assert policy.info["tournament"] == "exact", agent
+            if agent == "rho":
+                assert policy.info["member"] == best, (agent, event_prob, bias, min_prob)
 
 
 @pytest.mark.slow

@@ -263,6 +263,25 @@ def test_r4a_verdicts() -> None:
     assert flat.measured[-1].value == pytest.approx(max(hump(3.0)(b) for b in chunking.BIASES))
 
 
+def test_r4b_verdicts() -> None:
+    def trade(constant: float):
+        return lambda kw, h: 1.0 + (constant * h - 1.0) * kw["beta"]  # worst at beta 1
+
+    def rows(ratio) -> pd.DataFrame:
+        return pd.concat([family_rows_of(chunking.TIED, chunking.TIED_GRID,
+                                         chunking.TIED_HORIZONS,
+                                         {f"chunk-hellinger:{k}": trade(ratio(k) / k)})
+                          for k in chunking.TIED_CHUNKS])
+
+    good = chunking.R4B.evaluate(rows(lambda k: 0.8), "chunking")
+    assert good.verdict == "holds", good
+    assert good.measured[0].value == pytest.approx(0.8)
+    no_trade = chunking.R4B.evaluate(rows(lambda k: 0.8 * k), "chunking")  # K buys nothing
+    assert no_trade.verdict == "fails" and no_trade.measured[1].value == pytest.approx(12.8)
+    too_good = chunking.R4B.evaluate(rows(lambda k: 0.1), "chunking")  # below 0.25 H / K
+    assert too_good.verdict == "fails"
+
+
 # ------------------------------------------------------------------------- R5 and R6
 
 def pathstar_rows(tf_decision: float, tf_later: float, reverse_exact: float,
@@ -322,8 +341,8 @@ def test_r6_verdicts() -> None:
 
 def test_every_registered_claim_is_not_run_without_rows_and_ids_are_unique() -> None:
     claims = [c for e in EXPERIMENTS.values() for c in e.claims]
-    assert sorted(c.id for c in claims) == ["R1", "R2", "R3", "R3b", "R4a", "R5", "R6", "R7",
-                                            "R8"]
+    assert sorted(c.id for c in claims) == ["R1", "R2", "R3", "R3b", "R4a", "R4b", "R5", "R6",
+                                            "R7", "R8"]
     empty = frame([row(MIX, {}, "logloss", 8)]).iloc[:0]
     for claim in claims:
         assert claim.evaluate(empty, "x").verdict == "not run"

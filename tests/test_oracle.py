@@ -138,3 +138,18 @@ def test_oracle_finds_enumerated_minimum_when_misspecified(vocab, horizon, knob)
     kl_projection = LogLossBC().fit(task, None)
     h2_kl = finite_state_divergences(expert, kl_projection.finite_state(), log_mu)[0]
     assert h2_kl - truth > 1e3 * 1e-8 * truth
+
+
+def test_one_parameter_class_finds_a_narrow_tied_basin() -> None:
+    """TiedLogitBarrier with a tie M = 20 / beta = 20,000: the best member sits in a basin of
+    width ~1/M around theta = -4.1e-4 (D_H^2 8.46e-7); random starts and Adam land near
+    theta = 0 (2.0e-5, 23.6x too high). The closed form on a fine grid over both feature
+    scales is the reference."""
+    from ntp_envs.tied_logit_barrier import tied_closed_forms
+
+    task = make_task("ntp_envs/TiedLogitBarrier-v0", horizon=64, event_prob=1e-5, beta=1e-3)
+    grid = np.concatenate([np.linspace(-12, 12, 200_001) / c for c in (1.0, 20.0 / 1e-3)])
+    reference = float(tied_closed_forms(grid, 64, 1e-5, 1e-3)["hellinger2"].min())
+    result = best_in_class(task)
+    assert result.hellinger2 <= reference * (1 + 1e-6)
+    assert result.hellinger2 == pytest.approx(8.4617e-7, rel=1e-4)

@@ -134,9 +134,9 @@ def test_spec_grammar() -> None:
 
 
 def test_import_path_agent_with_kwargs() -> None:
-    agent = make_agent("agents.robust_bc:RobustBC?holdout_fraction=0.3&gamma_scales=[1,2]")
+    agent = make_agent("agents.robust_bc:RobustBC?holdout_fraction=0.3&gamma_grid=[0.1,0.01]")
     assert isinstance(agent, RobustBC)
-    assert agent.holdout_fraction == 0.3 and agent.gamma_scales == [1, 2]
+    assert agent.holdout_fraction == 0.3 and agent.gamma_grid == [0.1, 0.01]
     here = Path(__file__).resolve().parents[1] / "examples" / "custom_agent.py"
     assert type(make_agent(f"{here}:GRUBC?hidden=4")).__name__ == "GRUBC"
 

@@ -1,4 +1,5 @@
-"""RobustBC and RhoEstimator: mechanics, misuse, save/load."""
+"""RobustRho (``robust-rho``: gamma by a sequence-level tournament) and RhoEstimator:
+mechanics, misuse, save/load. ``robust`` (token log loss selection): tests/test_robust.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
-from agents import ChunkRho, LogLossBC, RhoEstimator, RobustBC, load_policy, make_agent
+from agents import ChunkRho, LogLossBC, RhoEstimator, RobustBC, RobustRho, load_policy, make_agent
 from agents.policies import FiniteMemberPolicy, LinearSoftmaxPolicy
 from agents.rho_estimator import rho_select, rho_tournament
 from agents.robust_bc import fit_smoothed
@@ -86,7 +87,7 @@ def test_smoothing_mixes_with_uniform_and_keeps_exact_structure() -> None:
 def test_robust_and_rho_save_and_load(tmp_path, env) -> None:
     task = make_task(env, horizon=8)
     demos = collect_demonstrations(task, 300, 0)
-    for agent in (RobustBC(), RhoEstimator(grid_size=21)):
+    for agent in (RobustBC(), RobustRho(), RhoEstimator(grid_size=21)):
         policy = agent.fit(task, demos, np.random.default_rng(0))
         loaded = load_policy(policy.save(tmp_path / f"{agent.name}.npz"))
         np.testing.assert_array_equal(loaded.token_logprobs(demos.prompts, demos.tokens),
@@ -94,14 +95,14 @@ def test_robust_and_rho_save_and_load(tmp_path, env) -> None:
         assert (loaded.gamma, loaded.info) == (policy.gamma, policy.info)  # gamma kept
 
 
-def test_robust_picks_gamma_from_its_grid_on_held_out_sequences() -> None:
+def test_robust_rho_picks_gamma_from_its_grid_on_held_out_sequences() -> None:
     """A planted case whose winning gamma is inside the grid (neither end), redone here: the
     same split, one fit per gamma on the fitting part, and the tournament as a double loop
     over the held-out sequences; the policy is the winner refitted on all the data."""
     task = make_task("ntp_envs/ARLinear-v0", horizon=8, vocab_size=3, num_contexts=8,
                      expert_memory=1)
     demos = collect_demonstrations(task, 100, 1)
-    policy = RobustBC().fit(task, demos, np.random.default_rng(1))
+    policy = RobustRho().fit(task, demos, np.random.default_rng(1))
     grid = [min(4.0**j / 8, 0.25) for j in range(1, -7, -1)]  # 4 / H = 1/2 is capped at 1/4
     assert policy.info["gamma_grid"] == pytest.approx(grid, rel=1e-15)
     order = np.random.default_rng(1).permutation(100)
@@ -122,7 +123,7 @@ def test_robust_picks_gamma_from_its_grid_on_held_out_sequences() -> None:
 
 @pytest.mark.parametrize("horizon", [1, 2, 3, 8, 64, 1024, 16384])
 def test_default_gamma_grid_reaches_1_over_4096_h_and_stays_below_a_quarter(horizon) -> None:
-    grid = RobustBC().gammas(horizon)
+    grid = RobustRho().gammas(horizon)
     assert min(grid) <= 1 / (4096 * horizon) * (1 + 1e-12)
     assert max(grid) <= 0.25
     assert grid == sorted(set(grid), reverse=True)
@@ -134,11 +135,11 @@ def test_misuse() -> None:
     task = make_task("ntp_envs/MixtureProduct-v0", horizon=16)
     demos = collect_demonstrations(task, 50, 0)
     with pytest.raises(ValueError, match="gamma"):
-        RobustBC(gamma_scales=(0.0,)).fit(task, demos)
+        RobustRho(gamma_scales=(0.0,)).fit(task, demos)
     with pytest.raises(ValueError, match="gamma"):
-        RobustBC(gamma_scales=(32.0,)).fit(task, demos)  # 32 / 16 = 2 is outside (0, 1)
+        RobustRho(gamma_scales=(32.0,)).fit(task, demos)  # 32 / 16 = 2 is outside (0, 1)
     with pytest.raises(ValueError, match="gamma_scales"):
-        RobustBC(gamma_scales=()).fit(task, demos)
+        RobustRho(gamma_scales=()).fit(task, demos)
     with pytest.raises(ValueError, match="candidate set"):
         rho_select([], demos.prompts, demos.tokens)
     with pytest.raises(ValueError, match="loglik"):
@@ -179,7 +180,7 @@ def _candidates(env: str, task):
     if env == "ntp_envs/MixtureProduct-v0":
         return [LinearSoftmaxPolicy(task, np.array([0.0, x]), g)
                 for x in (-1.5, -0.2, 0.4) for g in (0.0, 0.3)]
-    return RhoEstimator().candidates(task, None)  # ARLinear: LogLossBC + RobustBC fits
+    return RhoEstimator().candidates(task, None)  # ARLinear: LogLossBC + RobustRho fits
 
 
 @pytest.mark.parametrize("env, kwargs", [
@@ -203,7 +204,7 @@ def test_population_tournaments_say_exact_or_sampled(monkeypatch) -> None:
     barrier = make_task("ntp_envs/FiniteClassBarrier-v0", horizon=64, event_prob=1e-3)
     mixture = make_task("ntp_envs/MixtureProduct-v0", horizon=256)
     for task in (barrier, mixture):
-        for agent in (RobustBC(), RhoEstimator(grid_size=21), ChunkRho(chunk_size=8)):
+        for agent in (RobustRho(), RhoEstimator(grid_size=21), ChunkRho(chunk_size=8)):
             assert agent.fit(task, None).info["tournament"] == "exact"
     exact = RhoEstimator().fit(barrier, None)
     monkeypatch.setattr("agents.tournament.MAX_ATOMS", 4)  # the atoms outgrow the cap
@@ -230,13 +231,13 @@ def test_chunk_rho_with_k_h_is_rho() -> None:
 
 def test_grid_refinement_keeps_the_coarse_grid_among_the_competitors(monkeypatch) -> None:
     seen: list[np.ndarray] = []
-    select = TournamentSource.select
+    winner = TournamentSource.winner
 
-    def spy(self, candidates):
+    def spy(self, candidates, start=None):
         seen.append(np.array([c.theta[1] for c in candidates]))
-        return select(self, candidates)
+        return winner(self, candidates, start)
 
-    monkeypatch.setattr(TournamentSource, "select", spy)
+    monkeypatch.setattr(TournamentSource, "winner", spy)
     task = make_task("ntp_envs/MixtureProduct-v0", horizon=1024, weight=0.1, p0=0.5, p1=0.9)
     policy = RhoEstimator(grid_size=101).fit(task, collect_demonstrations(task, 2000, 0))
     coarse = np.linspace(-12, 12, 101)

@@ -22,7 +22,7 @@ GROUP = ["env_id", "env_kwargs", "agent", "n_train", *SETTING_COLUMNS, "horizon"
 WORST_CASE_COLUMNS = ["env_id", "family", "agent", "horizon", "n_train", "instances",
                       "worst_c_apx", "worst_kwargs", "mean_c_apx", "growth_exponent",
                       "growth_exponent_se", "growth_horizons", *SETTING_COLUMNS]
-CHUNK_AGENT = re.compile(r"^(chunk|chunk-rho|chunk-kr):(\d+)$")
+CHUNK_AGENT = re.compile(r"^(chunk|chunk-rho|chunk-kr|chunk-hellinger):(\d+)$")
 
 
 def with_settings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +95,7 @@ def exponent_text(row: pd.Series) -> str:
 
 def chunk_size(agent: str) -> tuple[str, int] | None:
     """``(learner, K)`` for a chunk learner's name (``chunk:K``, ``chunk-rho:K``,
-    ``chunk-kr:K``); None for any other agent."""
+    ``chunk-kr:K``, ``chunk-hellinger:K``); None for any other agent."""
     found = CHUNK_AGENT.match(agent)
     return None if found is None else (found.group(1), int(found.group(2)))
 

@@ -4,7 +4,10 @@ For a linear-softmax class the objective is non-convex in ``theta``, so one loca
 not trusted. The search is global-then-local:
 
 1. starts: the KL projection (population LogLossBC), ``theta = 0``, any caller-supplied
-   parameters, and ``num_random_starts`` Gaussian draws at scales 0.5, 1, 2 and 4;
+   parameters, and ``num_random_starts`` Gaussian draws at scales 0.5, 1, 2 and 4; for a
+   one-parameter class also the local minima of a grid scan (:func:`scan_starts`) over the
+   logit range of every feature scale (a tied feature ``M theta`` with a large ``M`` has
+   basins of width ~1/M that random draws miss), which skip step 2;
 2. all starts descend together (batched Adam on ``-log BC``, exact gradients through the
    finite-state recursion);
 3. the ``refine`` best distinct end points are polished to tight tolerance.
@@ -225,6 +228,31 @@ def _polish(objective: _LinearClassObjective, ends: FloatArray) -> list[tuple[fl
     return refined
 
 
+SCAN_LOGIT_RANGE = 12.0
+SCAN_POINTS = 401
+SCAN_KEEP = 4
+
+
+def scan_starts(objective: _LinearClassObjective, keep: int = SCAN_KEEP) -> list[FloatArray]:
+    """The ``keep`` best points of a grid over a one-parameter class (empty for ``d > 1``):
+    for each distinct scale ``c`` of the projection's entries, ``theta = u / c`` for
+    ``SCAN_POINTS`` values of ``u`` in ``[-SCAN_LOGIT_RANGE, SCAN_LOGIT_RANGE]``, each local
+    minimum of the scanned values a candidate."""
+    lc = objective.lc
+    if lc.dim != 1:
+        return []
+    weights = np.ones(1) if lc.projection is None else np.abs(np.asarray(lc.projection))
+    scales = np.unique(weights[weights > 0])
+    u = np.linspace(-SCAN_LOGIT_RANGE, SCAN_LOGIT_RANGE, SCAN_POINTS)
+    grid = np.unique(np.concatenate([u / c for c in scales]))
+    values = objective.values(torch.tensor(grid[:, None], dtype=torch.float64)).numpy()
+    inner = (values[1:-1] <= values[:-2]) & (values[1:-1] <= values[2:])
+    minima = np.concatenate([[0] if values[0] <= values[1] else [], 1 + np.flatnonzero(inner),
+                             [len(grid) - 1] if values[-1] <= values[-2] else []]).astype(int)
+    best = minima[np.argsort(values[minima])[:keep]]
+    return [np.array([grid[i]]) for i in best]
+
+
 def _to_hellinger2(neg_log_bc: float) -> float:
     return float(-2.0 * np.expm1(-neg_log_bc))
 
@@ -266,6 +294,13 @@ def best_in_class(
     _adam(objective, theta, adam_steps, lr=0.1)
     descended = objective.values(theta).numpy()
     ends = theta.detach().numpy()
+    scanned = scan_starts(objective)
+    if scanned:  # grid minima go to the polish as they are: Adam's steps would leave them
+        grid = np.stack(scanned)
+        ends = np.concatenate([ends, grid])
+        descended = np.concatenate([descended, objective.values(
+            torch.tensor(grid, dtype=torch.float64)).numpy()])
+        starts += scanned
     # polish the best distinct end points (distinct by objective value)
     order = np.argsort(descended)
     chosen: list[int] = []
