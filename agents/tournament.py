@@ -62,19 +62,27 @@ ATOM_TOLERANCE = 1e-9
 NEGLIGIBLE = 1e-20
 
 
+def _checked(loglik: FloatArray, weights: FloatArray | None) -> tuple[FloatArray, FloatArray]:
+    """``loglik`` (K >= 1, m >= 1) and ``weights`` (m non-negative; default ones) as float64;
+    ValueError naming the one that is wrong."""
+    loglik = np.asarray(loglik, dtype=np.float64)
+    if loglik.ndim != 2 or loglik.shape[0] < 1 or loglik.shape[1] < 1:
+        raise ValueError(f"loglik must have shape (K >= 1, m >= 1), got {loglik.shape}")
+    n_seq = loglik.shape[1]
+    weights = np.ones(n_seq) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights.shape != (n_seq,) or (weights < 0).any():
+        raise ValueError(f"weights must be {n_seq} non-negative numbers")
+    return loglik, weights
+
+
 def rho_tournament(loglik: FloatArray, weights: FloatArray | None = None) -> tuple[int, FloatArray]:
     """Winner and scores ``max_k' sum_i w_i psi(...)`` of candidates (rows of ``loglik``).
 
     ``loglik[k, i]`` is the log-likelihood of sequence (or statistic) ``i`` under candidate
     ``k``; ``weights`` are multiplicities (default 1). Ties go to the lowest index.
     """
-    loglik = np.asarray(loglik, dtype=np.float64)
-    if loglik.ndim != 2 or loglik.shape[0] < 1 or loglik.shape[1] < 1:
-        raise ValueError(f"loglik must have shape (K >= 1, m >= 1), got {loglik.shape}")
+    loglik, weights = _checked(loglik, weights)
     n_cand, n_seq = loglik.shape
-    weights = np.ones(n_seq) if weights is None else np.asarray(weights, dtype=np.float64)
-    if weights.shape != (n_seq,) or (weights < 0).any():
-        raise ValueError(f"weights must be {n_seq} non-negative numbers")
     scores = np.full(n_cand, -np.inf)
     finite = bool(np.isfinite(loglik).all())
     rows = max(1, BLOCK_ELEMENTS // (n_cand * n_seq))
@@ -104,13 +112,8 @@ def rho_winner(loglik: FloatArray, weights: FloatArray | None = None, start: int
     candidate of largest weighted log-likelihood). The winner (ties to the lowest index) and
     its score are those of the full tournament, whatever the guess.
     """
-    loglik = np.asarray(loglik, dtype=np.float64)
-    if loglik.ndim != 2 or loglik.shape[0] < 1 or loglik.shape[1] < 1:
-        raise ValueError(f"loglik must have shape (K >= 1, m >= 1), got {loglik.shape}")
+    loglik, weights = _checked(loglik, weights)
     n_cand, n_seq = loglik.shape
-    weights = np.ones(n_seq) if weights is None else np.asarray(weights, dtype=np.float64)
-    if weights.shape != (n_seq,) or (weights < 0).any():
-        raise ValueError(f"weights must be {n_seq} non-negative numbers")
     if n_cand <= 16:
         best, scores = rho_tournament(loglik, weights)
         return best, float(scores[best])
