@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
-from agents.gpt import CHUNK_ROWS, MODES, gpt_device, target_inputs
+from agents.gpt import MODES, chunk_rows, gpt_device, target_inputs
 from agents.sequence_training import Schedule, train_next_token
 from ntp_envs.hf import text_view
 from ntp_envs.sequence_model import TeacherForcedModel
@@ -182,10 +182,11 @@ class HFSequenceModel(TeacherForcedModel):
         inputs = self.inputs(prompts, prefixes)
         out = np.empty((len(inputs), prefixes.shape[1] + 1, self.vocab_size))
         with torch.inference_mode():
-            for first in range(0, len(inputs), CHUNK_ROWS):
-                batch = torch.as_tensor(inputs[first : first + CHUNK_ROWS], device=self.device)
+            rows = chunk_rows(inputs.shape[1], self.device)
+            for first in range(0, len(inputs), rows):
+                batch = torch.as_tensor(inputs[first : first + rows], device=self.device)
                 logits = self.model(input_ids=batch).logits[:, self.start:, :self.vocab_size]
-                out[first : first + CHUNK_ROWS] = (
+                out[first : first + rows] = (
                     torch.log_softmax(logits.double(), dim=-1).cpu().numpy())
         return out
 

@@ -3,16 +3,17 @@
 A randomly initialised 2-layer GPT-2 (:func:`agents.hf_lm.build_model`, no download) on
 ``ARLinear-v0`` with ``vocab_size=4, horizon=8``: exact scoring enumerates the ``4^8 = 65,536``
 sequences of each of the task's contexts and needs each one's log-likelihood under the model
-(:meth:`agents.hf_lm.HFSequenceModel.sequence_logprob`, one forward pass per chunk of
-sequences, teacher-forced); Monte Carlo needs the same on sampled sequences. Prints
+(:meth:`~ntp_envs.sequence_model.SequenceModel.extension_logprobs`: one teacher-forced pass
+per prefix of length ``H - 1`` scores its ``V`` completions); Monte Carlo needs
+:meth:`agents.hf_lm.HFSequenceModel.sequence_logprob` on sampled sequences. Prints
 
 * sequences/s of those log-likelihoods over the whole support (one context's 65,536), with
   one torch thread and with all cores, ``--repeats`` times (median);
 * the seconds of the whole exact score (:func:`evaluation.divergences.divergence` with
   ``method="enumerate"``: D_H^2, KL, TV over every context's 65,536 sequences; target < 10 s)
-  and of :func:`evaluation.score.score`'s row, whose ``auto`` method enumerates only up to
-  ``V**H = MAX_AUTO_ENUMERATE`` and samples here (Monte Carlo), plus its best-in-class
-  oracle.
+  and of :func:`evaluation.score.score`'s row (its ``auto`` method enumerates a network's law
+  past ``V**H = MAX_AUTO_ENUMERATE`` when that scores no more prefixes than Monte Carlo would
+  sequences: ``C * V**(H-1) <= eval_samples``), plus its best-in-class oracle.
 
 Run: ``python benchmarks/bench_hf_score.py [--repeats R] [--n-embd W]``.
 """
@@ -28,7 +29,7 @@ import torch
 import transformers
 
 from agents.hf_lm import HFSequenceModel, build_model
-from evaluation.divergences import MAX_AUTO_ENUMERATE, divergence
+from evaluation.divergences import divergence
 from evaluation.methods.enumeration import sequences_at
 from evaluation.score import score
 from ntp_envs import make_task
@@ -91,8 +92,8 @@ def main() -> None:
         start = time.perf_counter()
         row = score(task, model, seed=repeat)
         seconds = time.perf_counter() - start
-        print(f"score(task, model) (1 thread, auto: V**H > {MAX_AUTO_ENUMERATE} -> "
-              f"{row['eval_method']}, {row['eval_samples']:,} samples), run {repeat + 1}: "
+        print(f"score(task, model) (1 thread, method auto -> {row['eval_method']}; "
+              f"eval_samples {row['eval_samples']:,}), run {repeat + 1}: "
               f"{seconds:.2f} s in all, of which evaluation {row['eval_seconds']:.2f} s and the "
               f"best-in-class oracle ({row['oracle_method']}) the rest; D_H^2 "
               f"{row['hellinger2']:.6f} +- {row['hellinger2_stderr']:.6f}")

@@ -67,7 +67,9 @@ __all__ = ["METHODS", "DivergenceResult", "Method", "divergence"]
 T = TypeVar("T")
 
 MAX_AUTO_ENUMERATE = 4096
-"""``"auto"`` enumerates when ``V**H`` is at most this (it then also gives TV)."""
+"""``"auto"`` enumerates when ``V**H`` is at most this (it then also gives TV), and beyond it
+(up to ``MAX_SEQUENCES``) for models without a structured exact form when enumeration scores no
+more prefixes than Monte Carlo would sequences: ``C * V**(H-1) <= n_samples``."""
 
 MAX_DP_STATES = 4096
 """Largest window-state count ``V**k`` the finite-state DP accepts."""
@@ -130,10 +132,19 @@ def _deterministic_run(problem: Problem) -> DivergenceResult:
 def _enumerate_unavailable(problem: Problem, auto: bool) -> str | None:
     if not isinstance(problem.prompts, FinitePrompts):
         return "enumeration needs a FinitePrompts prompt law"
-    limit = MAX_AUTO_ENUMERATE if auto else MAX_SEQUENCES
     vocab, horizon = problem.expert.vocab_size, problem.expert.horizon
-    if vocab**horizon > limit:
-        return f"enumeration needs V**H <= {limit}, got {vocab}**{horizon}"
+    if vocab**horizon > MAX_SEQUENCES:
+        return f"enumeration needs V**H <= {MAX_SEQUENCES}, got {vocab}**{horizon}"
+    if not auto or vocab**horizon <= MAX_AUTO_ENUMERATE:
+        return None
+    passes = problem.prompts.num_contexts * vocab ** (horizon - 1)
+    if passes > problem.n_samples:
+        return (f"auto enumerates V**H > {MAX_AUTO_ENUMERATE} only when C * V**(H-1) = "
+                f"{passes} <= n_samples = {problem.n_samples}")
+    structured = [m.name for m in METHODS if m.name in ("stats", "chunk", "dp")
+                  and m.unavailable(problem, True) is None]
+    if structured:
+        return f"{structured[0]} is exact and cheaper at V**H > {MAX_AUTO_ENUMERATE}"
     return None
 
 

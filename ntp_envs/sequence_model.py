@@ -179,6 +179,13 @@ class SequenceModel(ABC):
         """Exact ``log prod_h pi_h(a_h | x, a_{<h})`` (``mu`` excluded), shape ``(B,)``."""
         return self.token_logprobs(prompts, tokens).sum(axis=1)
 
+    def extension_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        """``(B, V)``: the log-likelihood of each one-token extension ``prefixes + [a]``
+        (``mu`` excluded): with prefixes of length ``H - 1``, of every sequence below them."""
+        prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
+        return (self.sequence_logprob(prompts, prefixes)[:, None]
+                + self.next_token_logprobs(prompts, prefixes))
+
     def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
         """One sequence ``(B, H)`` per prompt."""
         prompts = np.asarray(prompts, dtype=np.int64)
@@ -217,6 +224,12 @@ class TeacherForcedModel(SequenceModel):
             return np.zeros((len(tokens), 0))
         logp = self.target_logprobs(prompts, tokens[:, :-1])
         return np.take_along_axis(logp, tokens[:, :, None], axis=2)[:, :, 0]
+
+    def extension_logprobs(self, prompts: IntArray, prefixes: IntArray) -> FloatArray:
+        prefixes = self._check_tokens(np.asarray(prefixes).reshape(len(prompts), -1))
+        logp = self.target_logprobs(prompts, prefixes)  # one pass: the path, then the last row
+        path = np.take_along_axis(logp[:, :-1], prefixes[:, :, None], axis=2)[:, :, 0]
+        return path.sum(axis=1)[:, None] + logp[:, -1]
 
 
 @dataclass(frozen=True)

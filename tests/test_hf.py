@@ -243,6 +243,38 @@ def test_hf_agent_learns_and_scores_exactly(ar_fit):
     np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, atol=1e-9)
 
 
+def test_exact_score_of_an_hf_model_past_the_small_enumeration_limit():
+    """4^7 = 16,384 sequences per context (over the 4,096 auto limit for models with tables):
+    ``score`` enumerates a network's law (C * V^(H-1) = 16,384 prefixes <= 100,000 samples)
+    and matches the brute-force listing of every full sequence; ``extension_logprobs`` (one
+    teacher-forced pass per prefix) equals the extended sequences' log-likelihoods."""
+    from agents.hf_lm import HFSequenceModel, build_model
+    from evaluation.score import score
+
+    task = make_task(AR_LINEAR, vocab_size=4, horizon=7)
+    model = build_model(task, "gpt2", {"n_layer": 1, "n_embd": 16}, seed=3)
+    reader = HFSequenceModel(model, task)
+    row = score(task, model)
+    assert row["eval_method"] == "enumerate" and row["hellinger2_stderr"] == 0.0
+    assert row["hellinger2"] == pytest.approx(
+        _enumerated_hellinger2(task, reader.sequence_logprob), abs=1e-9)
+    rng = np.random.default_rng(1)
+    prompts, tokens = task.sample_demonstrations(40, rng)
+    parents = tokens[:, :-1]
+    ext = reader.extension_logprobs(prompts, parents)
+    for a in range(task.vocab_size):
+        full = np.concatenate([parents, np.full((40, 1), a)], axis=1)
+        np.testing.assert_allclose(ext[:, a], reader.sequence_logprob(prompts, full),
+                                   atol=1e-9)
+    expert = task.expert.extension_logprobs(prompts, parents)  # the protocol's default path
+    for a in range(task.vocab_size):
+        full = np.concatenate([parents, np.full((40, 1), a)], axis=1)
+        np.testing.assert_allclose(expert[:, a], task.expert.sequence_logprob(prompts, full),
+                                   atol=1e-12)
+    fewer = score(task, model, eval_samples=10_000)  # enumeration would cost more: sampled
+    assert fewer["eval_method"] == "monte_carlo"
+
+
 def test_hf_policy_saves_without_pickle(ar_fit, tmp_path):
     from agents import load_policy
     from agents.hf_lm import load_pretrained

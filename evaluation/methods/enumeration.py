@@ -1,7 +1,10 @@
 """Exact divergences by enumerating every (context, sequence) pair of a finite prompt law.
 
 Works for any :class:`SequenceModel` whose vocabulary and horizon are small enough that
-``V**H`` sequences per context can be scored (in chunks, to bound memory).
+``V**H`` sequences per context can be scored (in chunks, to bound memory). Each prefix of
+length ``H - 1`` is scored with its ``V`` completions in one call
+(:meth:`~ntp_envs.sequence_model.SequenceModel.extension_logprobs`: one teacher-forced pass
+for a network, so ``V**(H-1)`` passes per context, not ``V**H``).
 """
 
 from __future__ import annotations
@@ -49,17 +52,18 @@ def enumerate_divergences(
     n_seq = vocab**horizon
     if n_seq > MAX_SEQUENCES:
         raise ValueError(f"V**H = {vocab}**{horizon} exceeds {MAX_SEQUENCES} sequences")
-    chunk = max(1, CHUNK_ELEMENTS // horizon)
-    total = prompts.num_contexts * n_seq  # flat index = context * V**H + sequence
+    n_parent = vocab ** (horizon - 1)  # each scored with its V children in one call
+    chunk = max(1, CHUNK_ELEMENTS // (horizon * vocab))
+    total = prompts.num_contexts * n_parent  # flat index = context * V**(H-1) + parent
     log_bc_parts, log_min_parts = [], []
     kl, kl_infinite = 0.0, False
     for start in range(0, total, chunk):
         flat = np.arange(start, min(start + chunk, total), dtype=np.int64)
-        ctx, seq = flat // n_seq, flat % n_seq
-        tokens = sequences_at(seq, vocab, horizon)
-        context, log_mu = prompts.contexts[ctx], prompts.log_probs[ctx]
-        lp = expert.sequence_logprob(context, tokens) + log_mu
-        lq = learner.sequence_logprob(context, tokens) + log_mu
+        ctx, parent = flat // n_parent, flat % n_parent
+        parents = sequences_at(parent, vocab, horizon - 1)
+        context, log_mu = prompts.contexts[ctx], prompts.log_probs[ctx][:, None]
+        lp = (expert.extension_logprobs(context, parents) + log_mu).ravel()
+        lq = (learner.extension_logprobs(context, parents) + log_mu).ravel()
         log_bc_parts.append(logsumexp(0.5 * (lp + lq)))
         log_min_parts.append(logsumexp(np.minimum(lp, lq)))
         support = lp > -math.inf
