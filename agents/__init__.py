@@ -24,7 +24,6 @@ from ntp_envs.task import SequenceTask
 
 LAZY_POLICY_KINDS = {
     "sb3_actor_critic": ("agents.sb3_policy", "NeuralPolicy"),
-    "gpt": ("agents.gpt", "GPTPolicy"),
     "mlp_ar": ("agents.mlp_ar", "MLPARPolicy"),
     "hf_lm": ("agents.hf_lm", "HFPolicy"),
 }

@@ -2,8 +2,9 @@
 
 ``hf:gpt2?n_layer=1&n_embd=32`` builds a randomly initialised ``transformers`` model of that
 type from its config (``AutoConfig.for_model``: no download, no remote code) over the task's
-words (:mod:`ntp_envs.hf`) and trains it with the next-token log loss on the demonstrations,
-as :mod:`agents.gpt` does, in one of its modes (``?mode=tf|reverse|teacherless``). The
+words (:mod:`ntp_envs.hf`) and trains it with the next-token log loss on the demonstrations
+in one of the modes of :mod:`agents.gpt` (``?mode=tf|reverse|teacherless``; the path-star
+agents ``gpt-tf``, ``gpt-reverse``, ``gpt-teacherless`` are this agent on GPT-2). The
 query's other keys are training settings (:data:`TRAIN_KEYS`) or config attributes of the
 model type (sizes: ``n_layer``, ``n_embd``, ``hidden_size``, ...); model types without
 entries in :data:`SMALL_SIZES` keep their config's defaults, which must stay under
@@ -35,7 +36,7 @@ from agents.base import Agent, FittedPolicy, demonstration_arrays, register_poli
 from agents.gpt import MODES, chunk_rows, gpt_device, target_inputs
 from agents.sequence_training import Schedule, train_next_token
 from ntp_envs.hf import text_view
-from ntp_envs.sequence_model import TeacherForcedModel
+from ntp_envs.sequence_model import TeacherForcedModel, sample_categorical
 from ntp_envs.task import SequenceTask
 from ntp_envs.type_aliases import FloatArray, IntArray
 from ntp_envs.validation import check_float, check_int
@@ -62,7 +63,7 @@ SMALL_SIZES: dict[str, dict[str, Any]] = {
     "mamba": {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16},
 }
 """Default sizes of a few model types (their library defaults are up to billions of
-parameters; GPT-2 without dropout, as :mod:`agents.gpt`)."""
+parameters; GPT-2 without dropout, as the path-star agents of :mod:`agents.gpt`)."""
 MAX_PARAMETERS = 200_000_000
 PRETRAINED_META = "ntp_gym.json"
 """The file :meth:`HFPolicy.save_pretrained` writes beside the model: task and mode."""
@@ -190,6 +191,26 @@ class HFSequenceModel(TeacherForcedModel):
                     torch.log_softmax(logits.double(), dim=-1).cpu().numpy())
         return out
 
+    def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
+        """One sequence per prompt (``teacherless``: all positions from one forward pass)."""
+        prompts = np.asarray(prompts, dtype=np.int64)
+        if self.mode == "teacherless":
+            logp = self.target_logprobs(prompts, np.zeros((len(prompts), self.horizon - 1),
+                                                          dtype=np.int64))
+            return np.stack([sample_categorical(logp[:, h], rng) for h in range(self.horizon)],
+                            axis=1)
+        return super().sample(prompts, rng)
+
+    def greedy(self, prompts: IntArray) -> IntArray:
+        """The argmax sequence per prompt (``teacherless``: one forward pass)."""
+        prompts = np.asarray(prompts, dtype=np.int64)
+        tokens = np.zeros((len(prompts), self.horizon), dtype=np.int64)
+        if self.mode == "teacherless":
+            return self.target_logprobs(prompts, tokens[:, :-1]).argmax(axis=2).astype(np.int64)
+        for h in range(self.horizon):
+            tokens[:, h] = self.target_logprobs(prompts, tokens[:, :h])[:, -1].argmax(axis=1)
+        return tokens
+
 
 def _state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
     return {f"param/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
@@ -209,6 +230,10 @@ class HFPolicy(FittedPolicy):
         super().__init__(task, HFSequenceModel(model, task, mode),
                          {**(info or {}), "mode": mode, "model_type": model.config.model_type,
                           "config": config})
+
+    def greedy(self, prompts: IntArray) -> IntArray:
+        """The argmax sequence per prompt (see :meth:`HFSequenceModel.greedy`)."""
+        return self.model.greedy(prompts)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return _state_arrays(self.net)

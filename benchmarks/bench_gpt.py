@@ -5,11 +5,12 @@ Times ``--steps`` training steps of the registered CPU configuration (``CPU_CONF
 cores, and the inference throughput of the measurements (sequences scored per second).
 Extrapolates the full fit (``CPU_CONFIG.steps`` steps) and prints the load average, since
 on a shared machine the time per step grows with the other processes' load.
-Then the same training step on transformers' GPT-2 (agent ``hf:gpt2``, :mod:`agents.hf_lm`)
-at the same sizes (``n_layer``, ``n_head``, width ``d_model`` = ``n_embd``, batch size, no
-dropout) and the ratio ``hf:gpt2 / hand-written``: issue 21 keeps the hand-written net when
-the ratio is above :data:`KEEP_RATIO`. Both are timed over their training loops only (the
-agents' ``train_seconds``), alternately, ``--repeats`` times each; medians are printed.
+The agents run transformers' GPT-2 (``hf:gpt2``, :mod:`agents.hf_lm`); the same training step
+of the hand-written GPT they ran on before (``benchmarks/handwritten_gpt.py``: same sizes,
+rotary positions, same loop :func:`agents.sequence_training.train_next_token`) is timed
+beside it and the ratio ``hf:gpt2 / hand-written`` printed: issue 21 would keep the
+hand-written net above :data:`KEEP_RATIO`. Both are timed over their training loops only,
+alternately, ``--repeats`` times each; medians are printed.
 Run: ``python benchmarks/bench_gpt.py [--steps N] [--repeats R]``.
 Target: a full fit in ~10 minutes on an idle 2-core CPU.
 """
@@ -25,28 +26,41 @@ import numpy as np
 import torch
 import transformers
 
-from agents.gpt import CPU_CONFIG, GPTAgent
-from agents.hf_lm import HFAgent
+from agents.gpt import CPU_CONFIG, gpt_agent
+from agents.sequence_training import Schedule, train_next_token
 from evaluation.metrics.pathstar import pathstar_metrics
 from experts import collect_demonstrations
 from ntp_envs import make_task
+
+try:
+    from handwritten_gpt import GPTNet
+except ImportError:  # imported as benchmarks.bench_gpt
+    from benchmarks.handwritten_gpt import GPTNet
 
 TARGET_FIT_S = 600.0
 KEEP_RATIO = 1.5
 """Issue 21: keep the hand-written GPT when ``hf:gpt2`` is more than this much slower."""
 KINDS = ("hand-written", "hf:gpt2")
+"""The reference net and the agents' GPT-2."""
 
 
-def agent(kind: str, steps: int) -> GPTAgent | HFAgent:
-    """The ``tf``-mode agent of ``kind`` at ``CPU_CONFIG``'s sizes, for ``steps`` steps."""
-    if kind == "hand-written":
-        return GPTAgent("tf", replace(CPU_CONFIG, steps=steps))
-    sizes = {"n_layer": CPU_CONFIG.n_layer, "n_head": CPU_CONFIG.n_head,
-             "n_embd": CPU_CONFIG.d_model}
-    return HFAgent(model_type="gpt2", sizes=sizes, mode="tf", steps=steps,
-                   batch_size=CPU_CONFIG.batch_size, lr=CPU_CONFIG.lr,
-                   weight_decay=CPU_CONFIG.weight_decay, warmup=CPU_CONFIG.warmup,
-                   grad_clip=CPU_CONFIG.grad_clip)
+def handwritten_seconds(steps: int, demos, task) -> tuple[float, int]:  # noqa: ANN001
+    """Training-loop seconds of the hand-written GPT for ``steps`` steps (the agents' loop and
+    inputs; the dummy token one past the prompt and target words) and its parameter count."""
+    config = CPU_CONFIG
+    dummy = max(task.prompt_vocab_size, task.vocab_size)
+    torch.manual_seed(0)
+    net = GPTNet(dummy + 1, task.vocab_size, task.prompts.prompt_length + task.horizon - 1,
+                 config)
+    start = task.prompts.prompt_length - 1
+    x_all = torch.as_tensor(np.concatenate([demos.prompts, demos.tokens[:, :-1]], axis=1))
+    y_all = torch.as_tensor(np.array(demos.tokens))
+    schedule = Schedule(steps, config.batch_size, config.lr, config.weight_decay,
+                        config.warmup, config.grad_clip)
+    began = time.perf_counter()
+    train_next_token(net, lambda x: net(x)[:, start:], x_all, y_all, schedule,
+                     torch.Generator().manual_seed(0))
+    return time.perf_counter() - began, int(sum(p.numel() for p in net.parameters()))
 
 
 def time_steps(kind: str, steps: int, threads: int, demos, task) -> tuple[float, int]:  # noqa: ANN001
@@ -55,7 +69,11 @@ def time_steps(kind: str, steps: int, threads: int, demos, task) -> tuple[float,
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        info = agent(kind, steps).fit(task, demos, np.random.default_rng(0)).info
+        if kind == "hand-written":
+            seconds, parameters = handwritten_seconds(steps, demos, task)
+            return seconds / steps, parameters
+        agent = gpt_agent("tf", replace(CPU_CONFIG, steps=steps))
+        info = agent.fit(task, demos, np.random.default_rng(0)).info
         return info["train_seconds"] / steps, int(info["parameters"])
     finally:
         torch.set_num_threads(before)
@@ -92,10 +110,10 @@ def main() -> None:
         ratio = median["hf:gpt2"] / median["hand-written"]
         print(f"{threads} thread(s) ratio hf:gpt2 / hand-written: {ratio:.2f} "
               f"({'above' if ratio > KEEP_RATIO else 'within'} the {KEEP_RATIO}x bound: "
-              f"{'keep the hand-written net' if ratio > KEEP_RATIO else 'hf:gpt2 may replace it'}"
+              f"{'the hand-written net should come back' if ratio > KEEP_RATIO else 'GPT-2 stays'}"
               f"); load average now {os.getloadavg()[0]:.1f}")
-    policy = GPTAgent("tf", replace(CPU_CONFIG, steps=1)).fit(task, demos,
-                                                             np.random.default_rng(0))
+    policy = gpt_agent("tf", replace(CPU_CONFIG, steps=1)).fit(task, demos,
+                                                              np.random.default_rng(0))
     torch.set_num_threads(1)
     start = time.perf_counter()
     pathstar_metrics(task, policy, n_prompts=5000, rng=0)

@@ -13,7 +13,7 @@ import torch
 
 import ntp_envs  # noqa: F401 - registers the envs
 from agents import load_policy, make_agent
-from agents.gpt import DEVICE_ENV, GPTAgent, GPTConfig, GPTSequenceModel, gpt_device, target_inputs
+from agents.gpt import DEVICE_ENV, GPTConfig, gpt_agent, gpt_device, target_inputs
 from evaluation.divergences import divergence
 from evaluation.metrics.pathstar import pathstar_metrics
 from experts import ExpertPolicy, collect_demonstrations
@@ -206,13 +206,11 @@ def test_teacherless_inputs_hide_the_target() -> None:
     prefixes = np.array([[3, 4, 5], [6, 7, 8]])
     np.testing.assert_array_equal(target_inputs(prefixes, "teacherless", 23), np.full((2, 3), 23))
     np.testing.assert_array_equal(target_inputs(prefixes, "tf", 23), prefixes)
-    task = make_task(ENV_ID)
-    torch.manual_seed(0)
-    from agents.gpt import build_net
+    from agents.hf_lm import HFSequenceModel, build_model
 
-    model = GPTSequenceModel(build_net(task, GPTConfig(n_layer=2, d_model=32)), "teacherless",
-                             task.prompts.prompt_length, task.vocab_size, task.horizon,
-                             torch.device("cpu"))
+    task = make_task(ENV_ID)
+    net = build_model(task, "gpt2", {"n_layer": 2, "n_embd": 32})
+    model = HFSequenceModel(net, task, "teacherless", torch.device("cpu"))
     rng = np.random.default_rng(0)
     x = task.prompts.sample(16, rng)
     a = rng.integers(0, task.vocab_size, size=(16, 3))
@@ -228,8 +226,7 @@ def test_teacherless_inputs_hide_the_target() -> None:
     expected = np.take_along_axis(one_pass, tokens[:, :, None], axis=2)[:, :, 0].sum(axis=1)
     np.testing.assert_allclose(model.sequence_logprob(x, tokens), expected, atol=1e-6)
     # teacher forcing does read the prefix
-    tf = GPTSequenceModel(model.net, "tf", task.prompts.prompt_length, task.vocab_size,
-                          task.horizon, torch.device("cpu"))
+    tf = HFSequenceModel(net, task, "tf", torch.device("cpu"))
     assert np.abs(tf.next_token_logprobs(x, a) - tf.next_token_logprobs(x, b)).max() > 1e-4
 
 
@@ -337,9 +334,10 @@ def test_agent_smoke_fit_act_save_load(agent: str, tmp_path) -> None:
     order = "reverse" if agent == "gpt-reverse" else "forward"
     task = make_task(ENV_ID, path_length=3, num_nodes=8, target_order=order)
     demos = collect_demonstrations(task, 64, 0)
-    learner = make_agent(agent)
-    assert learner.name == agent and learner.config.steps > 1000  # the registered budget
-    learner.config = TINY
+    registered = make_agent(agent)
+    assert registered.name == agent and registered.steps > 1000  # the registered budget
+    assert (registered.model_type, registered.mode) == ("gpt2", agent.removeprefix("gpt-"))
+    learner = gpt_agent(registered.mode, TINY, agent)
     policy = learner.fit(task, demos, np.random.default_rng(0))
     assert policy.info["mode"] == agent.removeprefix("gpt-")
     x = task.prompts.sample(20, np.random.default_rng(1))
@@ -403,15 +401,19 @@ def test_sb3_evaluation_pays_one_per_right_path() -> None:
 
 
 def test_teacherless_dummy_is_no_prompt_token_on_other_tasks() -> None:
-    from agents.gpt import dummy_token
+    from ntp_envs.hf import text_view
 
     task = make_task("ntp_envs/ARLinear-v0", horizon=4)  # prompt vocabulary 4 > V = 2
-    assert dummy_token(task) == 4
     demos = collect_demonstrations(task, 64, 0)
-    policy = GPTAgent("teacherless", TINY).fit(task, demos, np.random.default_rng(0))
+    policy = gpt_agent("teacherless", TINY).fit(task, demos, np.random.default_rng(0))
+    view = text_view(task)
+    read = policy.model.inputs(demos.prompts, demos.tokens[:, :3])
+    dummy = view.special_ids["pad_token"]
+    assert (read[:, -3:] == dummy).all()  # the targets' inputs: the dummy word only
+    assert dummy not in set(view.prompt_ids(np.arange(4)[None]).ravel()) | {0, 1}
     logp = policy.next_token_logprobs(demos.prompts, demos.tokens[:, :2])
     np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-6)
-    with pytest.raises(ValueError, match="prompts must lie"):
+    with pytest.raises(ValueError, match="prompt tokens must lie"):
         policy.next_token_logprobs(demos.prompts + 4, demos.tokens[:, :2])
 
 
@@ -419,14 +421,14 @@ def test_reverse_agent_needs_reverse_targets() -> None:
     task = make_task(ENV_ID, path_length=3, num_nodes=8)
     demos = collect_demonstrations(task, 8, 0)
     with pytest.raises(ValueError, match="target_order"):
-        GPTAgent("reverse", TINY, "gpt-reverse").fit(task, demos)
+        gpt_agent("reverse", TINY, "gpt-reverse").fit(task, demos)
 
 
 def test_agent_rejects_population_fits_and_bad_config() -> None:
     with pytest.raises(ValueError, match="demonstrations"):
-        GPTAgent("tf", TINY).fit(make_task(ENV_ID), None)
+        gpt_agent("tf", TINY).fit(make_task(ENV_ID), None)
     with pytest.raises(ValueError, match="mode"):
-        GPTAgent("sideways", TINY)
+        gpt_agent("sideways", TINY)
     with pytest.raises(ValueError, match="d_model"):
         GPTConfig(n_head=3, d_model=16)
     with pytest.raises(ValueError, match="steps"):
@@ -448,10 +450,10 @@ def test_device_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 def test_training_is_reproducible_and_learns_the_trivial_tokens() -> None:
     task = make_task(ENV_ID, path_length=3, num_nodes=8)
     demos = collect_demonstrations(task, 512, 0)
-    config = GPTConfig(n_layer=2, n_head=2, d_model=32, steps=120, batch_size=64, lr=3e-3,
+    config = GPTConfig(n_layer=2, n_head=2, d_model=32, steps=200, batch_size=64, lr=3e-3,
                        warmup=10)
-    a = GPTAgent("tf", config).fit(task, demos, np.random.default_rng(5))
-    b = GPTAgent("tf", config).fit(task, demos, np.random.default_rng(5))
+    a = gpt_agent("tf", config).fit(task, demos, np.random.default_rng(5))
+    b = gpt_agent("tf", config).fit(task, demos, np.random.default_rng(5))
     x = task.prompts.sample(200, np.random.default_rng(9))
     np.testing.assert_array_equal(a.greedy(x), b.greedy(x))
     m = pathstar_metrics(task, a, n_prompts=500, rng=0)
