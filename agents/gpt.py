@@ -1,9 +1,9 @@
-"""The path-star GPT agents: transformers' GPT-2 trained three ways (Bachmann & Nagarajan,
+"""The path-star GPT agents: a transformers GPT trained three ways (Bachmann & Nagarajan,
 ICML 2024).
 
 The model reads ``x`` (the prompt, ``L`` tokens) followed by ``H - 1`` target-position inputs
-and predicts target token ``h`` at sequence position ``L - 1 + h`` (causal attention, learned
-absolute positions, pre-LayerNorm blocks). Training is next-token log loss on the ``H``
+and predicts target token ``h`` at sequence position ``L - 1 + h`` (causal attention, rotary
+positions, pre-LayerNorm blocks). Training is next-token log loss on the ``H``
 target tokens of the demonstrations, in one of three modes:
 
 * ``tf`` (agent ``gpt-tf``): teacher forcing: the inputs are the true target tokens.
@@ -17,11 +17,15 @@ target tokens of the demonstrations, in one of three modes:
   previous tokens, its sequence law is the product ``prod_h p_h(a_h | x)`` and decoding is
   one pass.
 
-The network is transformers' ``GPT2LMHeadModel`` at :class:`GPTConfig`'s sizes (random init,
-no dropout): :func:`gpt_agent` is an :class:`agents.hf_lm.HFAgent` (the ``hf`` extra), so a
+The network is transformers' ``GPTNeoXForCausalLM`` at :class:`GPTConfig`'s sizes (random
+init, no dropout, rotary positions on every head dimension, sequential residuals: the
+architecture of the hand-written GPT it replaced): :func:`gpt_agent` is an
+:class:`agents.hf_lm.HFAgent` of model type :data:`MODEL_TYPE` (the ``hf`` extra), so a
 fitted policy is an :class:`agents.hf_lm.HFPolicy` (``.npz`` without pickle, or
-``save_pretrained``). A training step costs 1.07x the hand-written GPT's that it replaced
-(``benchmarks/bench_gpt.py``, which keeps that net as the reference).
+``save_pretrained``). Not GPT-2: with learned absolute positions and this budget it does not
+learn path-star (teacher-forced later nodes 0.656 instead of 1.0, reverse exact path 0.207
+instead of 1.0 at 10,000 steps; docs/pathstar.md). ``benchmarks/bench_gpt.py`` times a step
+against the hand-written net (``benchmarks/handwritten_gpt.py``, kept as the reference).
 
 Device: the environment variable ``NTP_GYM_DEVICE`` (default ``"cpu"``; e.g. ``"cuda"``)
 picks where the model trains and runs.
@@ -43,8 +47,11 @@ from ntp_envs.validation import check_float, check_int
 if TYPE_CHECKING:
     from agents.hf_lm import HFAgent
 
-__all__ = ["CPU_CONFIG", "DEVICE_ENV", "LARGE_CONFIG", "MODES", "GPTConfig", "chunk_rows",
-           "gpt_agent", "gpt_device", "parse_device", "target_inputs"]
+__all__ = ["CPU_CONFIG", "DEVICE_ENV", "LARGE_CONFIG", "MODEL_TYPE", "MODES", "GPTConfig",
+           "chunk_rows", "gpt_agent", "gpt_device", "parse_device", "target_inputs"]
+
+MODEL_TYPE = "gpt_neox"
+"""The transformers model type of the path-star agents."""
 
 MODES = ("tf", "reverse", "teacherless")
 CHUNK_ROWS = 4096
@@ -139,14 +146,15 @@ def target_inputs(prefixes: IntArray, mode: str, dummy: int) -> IntArray:
 
 
 def gpt_agent(mode: str, config: GPTConfig = CPU_CONFIG, name: str = "") -> HFAgent:
-    """The GPT-2 agent of ``mode`` at ``config``'s sizes and budget, named ``gpt-<mode>``
-    (or ``name``)."""
+    """The :data:`MODEL_TYPE` agent of ``mode`` at ``config``'s sizes (MLP width 4x) and
+    budget, named ``gpt-<mode>`` (or ``name``)."""
     from agents.hf_lm import HFAgent
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    sizes = {"n_layer": config.n_layer, "n_head": config.n_head, "n_embd": config.d_model}
-    return HFAgent(model_type="gpt2", sizes=sizes, mode=mode, steps=config.steps,
+    sizes = {"num_hidden_layers": config.n_layer, "num_attention_heads": config.n_head,
+             "hidden_size": config.d_model, "intermediate_size": 4 * config.d_model}
+    return HFAgent(model_type=MODEL_TYPE, sizes=sizes, mode=mode, steps=config.steps,
                    batch_size=config.batch_size, lr=config.lr,
                    weight_decay=config.weight_decay, warmup=config.warmup,
                    grad_clip=config.grad_clip, name=name or f"gpt-{mode}")

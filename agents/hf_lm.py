@@ -61,9 +61,13 @@ SMALL_SIZES: dict[str, dict[str, Any]] = {
     "qwen2": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 4},
     "mamba": {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16},
+    "gpt_neox": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "rotary_pct": 1.0, "use_parallel_residual": False,
+                 "hidden_dropout": 0.0, "attention_dropout": 0.0},
 }
 """Default sizes of a few model types (their library defaults are up to billions of
-parameters; GPT-2 without dropout, as the path-star agents of :mod:`agents.gpt`)."""
+parameters; GPT-2 and GPT-NeoX without dropout; GPT-NeoX with rotary positions on every
+head dimension and sequential residuals, as the path-star agents of :mod:`agents.gpt`)."""
 MAX_PARAMETERS = 200_000_000
 PRETRAINED_META = "ntp_gym.json"
 """The file :meth:`HFPolicy.save_pretrained` writes beside the model: task and mode."""
@@ -186,10 +190,16 @@ class HFSequenceModel(TeacherForcedModel):
             rows = chunk_rows(inputs.shape[1], self.device)
             for first in range(0, len(inputs), rows):
                 batch = torch.as_tensor(inputs[first : first + rows], device=self.device)
-                logits = self.model(input_ids=batch).logits[:, self.start:, :self.vocab_size]
+                logits = self.model(input_ids=batch, **self.mask(batch)).logits[
+                    :, self.start:, :self.vocab_size]
                 out[first : first + rows] = (
                     torch.log_softmax(logits.double(), dim=-1).cpu().numpy())
         return out
+
+    def mask(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``attention_mask`` (all ones) where the inputs hold the pad word (``teacherless``'s
+        dummy: every position is attended, and transformers does not warn of padding)."""
+        return {"attention_mask": torch.ones_like(batch)} if self.mode == "teacherless" else {}
 
     def sample(self, prompts: IntArray, rng: np.random.Generator) -> IntArray:
         """One sequence per prompt (``teacherless``: all positions from one forward pass)."""
@@ -400,7 +410,8 @@ class HFAgent(Agent):
         n = len(tokens)
         began = time.perf_counter()
         losses = train_next_token(
-            model, lambda x: model(input_ids=x).logits[:, start:, :vocab], x_all, y_all,
+            model, lambda x: model(input_ids=x, **reader.mask(x)).logits[:, start:, :vocab],
+            x_all, y_all,
             schedule, torch_gen)
         seconds = time.perf_counter() - began
         tail = losses[-max(1, len(losses) // 20):]

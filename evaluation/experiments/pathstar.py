@@ -2,8 +2,9 @@
 shortcut and stays at chance on the decision token; reverse targets learn the task;
 teacherless training measured.
 
-The cpu profile runs the registered ``gpt-tf`` and ``gpt-reverse`` (transformers' GPT-2, 3
-layers, width 64, 10,000 Adam steps: 2,000 steps learn neither task) on 4,000 fresh graphs, and the
+The cpu profile runs the registered ``gpt-tf`` and ``gpt-reverse`` (transformers' GPT-NeoX with
+rotary positions, 3 layers, width 64, 10,000 Adam steps: 2,000 steps learn neither task) on
+4,000 fresh graphs, and the
 teacherless model, which the claim only reports, for :data:`TEACHERLESS_CPU_STEPS` steps
 through :func:`budget_gpt` (a plug-in agent spec,
 ``evaluation.experiments.pathstar:budget_gpt?mode=teacherless&steps=N``); the full profile
@@ -266,8 +267,8 @@ _REGISTERED = {"tf": "gpt-tf", "reverse": "gpt-reverse", "teacherless": "gpt-tea
 EXPERIMENT = Experiment(
     name="pathstar",
     title="Path-star: when teacher forcing cannot learn",
-    about="PathStar-v0 (degree 2, path length 4, 20 node labels): transformers' GPT-2 "
-          "(3 layers, width 64, 4 heads, random init) trained "
+    about="PathStar-v0 (degree 2, path length 4, 20 node labels): a transformers GPT "
+          "(GPT-NeoX, rotary positions, 3 layers, width 64, 4 heads, random init) trained "
           "teacher-forced (gpt-tf), on reversed targets (gpt-reverse) and teacherless, "
           "10,000 Adam steps of 64 sequences from 100,000 demonstrations. cpu: measured on "
           f"{CPU_EVAL:,} fresh graphs, teacherless for {TEACHERLESS_CPU_STEPS:,} steps only "
