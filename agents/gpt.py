@@ -123,10 +123,10 @@ class GPTConfig:
 
 
 CPU_CONFIG = GPTConfig()
-"""The registered agents' budget: 10,000 steps, about 64 ms each single-threaded at the
-``PathStar-v0`` defaults (degree 2, path_length 4, num_nodes 20), i.e. about 10 minutes per
-fit on one CPU core (``benchmarks/bench_gpt.py``); enough for ``gpt-reverse`` to solve the
-task and for ``gpt-tf`` to learn the Clever-Hans lookup."""
+"""The registered agents' budget: 10,000 steps, about 41 ms each single-threaded at the
+``PathStar-v0`` defaults (degree 2, path_length 4, num_nodes 20) on an idle 2-core machine,
+i.e. about 7 minutes per fit on one CPU core (``benchmarks/bench_gpt.py``); enough for
+``gpt-reverse`` to solve the task and for ``gpt-tf`` to learn the Clever-Hans lookup."""
 
 LARGE_CONFIG = GPTConfig(n_layer=6, n_head=6, d_model=384, steps=50_000, batch_size=256,
                          lr=5e-4, warmup=1000)

@@ -1,6 +1,7 @@
 """TRL on the suite: SFT on the expert's demonstrations, then GRPO on the task's own reward.
 
-A tiny GPT-2 is built from a config (random init, no download) over the task's words
+A tiny causal LM (GPT-NeoX with rotary positions by default, or GPT-2: ``--model-type``) is
+built from a config (random init, no download) over the task's words
 (:func:`ntp_envs.hf.tokenizer`). TRL's ``SFTTrainer`` fits it to the expert's demonstrations
 in prompt-completion form (:meth:`experts.Demonstrations.to_hf_dataset`): the loss on the
 completion tokens is the next-token log loss, i.e. ``LogLossBC`` on a transformers model.
@@ -14,7 +15,8 @@ numbers and writes them to ``OUT/trl_sft_grpo.json``; the final model is saved w
 
 Everything runs on the CPU, offline (``HF_HUB_OFFLINE=1``, ``report_to="none"``).
 Run: ``python examples/trl_sft_grpo.py --out runs/trl [--task pathstar|parity]
-[--sft-steps N] [--grpo-steps N]`` (defaults: a few minutes on one core).
+[--model-type gpt_neox|gpt2] [--sft-steps N] [--grpo-steps N]`` (defaults: a few minutes on
+one core).
 """
 
 from __future__ import annotations
@@ -59,10 +61,20 @@ def small_task(name: str) -> SequenceTask:
     return make_task(env_id, **kwargs)
 
 
-def tiny_gpt2(task: SequenceTask, n_layer: int = 2, n_embd: int = 64, seed: int = 0) -> Any:
-    """A randomly initialised GPT-2 over the task's words (no download)."""
-    return build_model(task, "gpt2", {"n_layer": n_layer, "n_embd": n_embd, "n_head": 4},
-                       seed=seed)
+MODEL_TYPES = ("gpt_neox", "gpt2")
+"""Model types of ``--model-type`` (GPT-NeoX: rotary positions, as the path-star agents)."""
+
+
+def tiny_model(task: SequenceTask, model_type: str = "gpt_neox", n_layer: int = 2,
+               n_embd: int = 64, seed: int = 0) -> Any:
+    """A randomly initialised causal LM of ``model_type`` over the task's words (4 heads, no
+    download)."""
+    if model_type == "gpt2":
+        sizes = {"n_layer": n_layer, "n_embd": n_embd, "n_head": 4}
+    else:
+        sizes = {"num_hidden_layers": n_layer, "hidden_size": n_embd,
+                 "num_attention_heads": 4, "intermediate_size": 4 * n_embd}
+    return build_model(task, model_type, sizes, seed=seed)
 
 
 def _common_args(out_dir: Path, steps: int, batch_size: int, lr: float,
@@ -169,7 +181,8 @@ def _rewards_logged(trainer: Any) -> list[float]:
             if "rewards/task_reward/mean" in log]
 
 
-def run(task_name: str, out: Path, *, sft_steps: int = 1500, grpo_steps: int = 100,
+def run(task_name: str, out: Path, *, model_type: str = "gpt_neox", sft_steps: int = 1500,
+        grpo_steps: int = 100,
         n_demonstrations: int = 4000, n_layer: int = 2, n_embd: int = 64,
         eval_samples: int = 2000, loglik_weight: float = 0.0, seed: int = 0,
         threads: int = 1) -> dict[str, Any]:
@@ -180,11 +193,11 @@ def run(task_name: str, out: Path, *, sft_steps: int = 1500, grpo_steps: int = 1
     task = small_task(task_name)
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
-    model = tiny_gpt2(task, n_layer, n_embd, seed)
+    model = tiny_model(task, model_type, n_layer, n_embd, seed)
     result: dict[str, Any] = {
         "task": {"env_id": task.env_id, "env_kwargs": TASKS[task_name][1],
                  "horizon": task.horizon},
-        "model": {"type": "gpt2", "n_layer": n_layer, "n_embd": n_embd,
+        "model": {"type": model_type, "n_layer": n_layer, "n_embd": n_embd,
                   "parameters": int(sum(p.numel() for p in model.parameters()))},
         "settings": {"sft_steps": sft_steps, "grpo_steps": grpo_steps,
                      "n_demonstrations": n_demonstrations, "eval_samples": eval_samples,
@@ -214,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for the JSON file and the model")
     parser.add_argument("--task", default="pathstar", choices=sorted(TASKS))
+    parser.add_argument("--model-type", default="gpt_neox", choices=MODEL_TYPES)
     parser.add_argument("--sft-steps", type=int, default=1500)
     parser.add_argument("--grpo-steps", type=int, default=100)
     parser.add_argument("--n-demonstrations", type=int, default=4000)
@@ -230,11 +244,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"{flag} must be an integer >= {low}, got {value}")
     if not 0.0 <= args.loglik_weight <= 1e3:
         parser.error(f"--loglik-weight must lie in [0, 1000], got {args.loglik_weight}")
-    result = run(args.task, Path(args.out), sft_steps=args.sft_steps,
+    result = run(args.task, Path(args.out), model_type=args.model_type,
+                 sft_steps=args.sft_steps,
                  grpo_steps=args.grpo_steps, n_demonstrations=args.n_demonstrations,
                  eval_samples=args.eval_samples, loglik_weight=args.loglik_weight,
                  seed=args.seed)
-    print(f"{result['task']['env_id']} {result['task']['env_kwargs']}, gpt2 "
+    print(f"{result['task']['env_id']} {result['task']['env_kwargs']}, {args.model_type} "
           f"{result['model']['parameters']:,} parameters; SFT {args.sft_steps} steps "
           f"({result['sft']['seconds']:.0f} s), GRPO {args.grpo_steps} steps "
           f"({result['grpo']['seconds']:.0f} s)")

@@ -13,7 +13,7 @@ import torch
 
 import ntp_envs  # noqa: F401 - registers the envs
 from agents import load_policy, make_agent
-from agents.gpt import DEVICE_ENV, GPTConfig, gpt_agent, gpt_device, target_inputs
+from agents.gpt import DEVICE_ENV, MODEL_TYPE, GPTConfig, gpt_agent, gpt_device, target_inputs
 from evaluation.divergences import divergence
 from evaluation.metrics.pathstar import pathstar_metrics
 from experts import ExpertPolicy, collect_demonstrations
@@ -209,7 +209,7 @@ def test_teacherless_inputs_hide_the_target() -> None:
     from agents.hf_lm import HFSequenceModel, build_model
 
     task = make_task(ENV_ID)
-    net = build_model(task, "gpt2", {"n_layer": 2, "n_embd": 32})
+    net = build_model(task, MODEL_TYPE, {"num_hidden_layers": 2, "hidden_size": 32})
     model = HFSequenceModel(net, task, "teacherless", torch.device("cpu"))
     rng = np.random.default_rng(0)
     x = task.prompts.sample(16, rng)
@@ -336,7 +336,7 @@ def test_agent_smoke_fit_act_save_load(agent: str, tmp_path) -> None:
     demos = collect_demonstrations(task, 64, 0)
     registered = make_agent(agent)
     assert registered.name == agent and registered.steps > 1000  # the registered budget
-    assert (registered.model_type, registered.mode) == ("gpt2", agent.removeprefix("gpt-"))
+    assert (registered.model_type, registered.mode) == (MODEL_TYPE, agent.removeprefix("gpt-"))
     learner = gpt_agent(registered.mode, TINY, agent)
     policy = learner.fit(task, demos, np.random.default_rng(0))
     assert policy.info["mode"] == agent.removeprefix("gpt-")

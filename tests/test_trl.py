@@ -62,7 +62,7 @@ def independent_hellinger2(task, model) -> float:
 
 def test_sft_lowers_the_exact_hellinger_distance(tmp_path):
     task = example.small_task("parity")
-    model = example.tiny_gpt2(task, n_layer=1, n_embd=32, seed=0)
+    model = example.tiny_model(task, "gpt2", n_layer=1, n_embd=32, seed=0)
     before = example.suite_scores(task, model, eval_samples=200)
     assert before["eval_method"] == "deterministic_exact"
     assert before["hellinger2_stderr"] == 0.0
@@ -92,7 +92,7 @@ def path_of(prompt: str) -> list[str]:
 
 def test_grpo_runs_on_the_suites_rewards(tmp_path):
     task = example.small_task("pathstar")
-    model = example.tiny_gpt2(task, n_layer=1, n_embd=32, seed=0)
+    model = example.tiny_model(task, "gpt2", n_layer=1, n_embd=32, seed=0)
     example.run_sft(task, model, 512, 40, tmp_path / "sft")  # well-formed completions
     calls: list[dict] = []
     steps = 3
