@@ -181,8 +181,8 @@ def _rewards_logged(trainer: Any) -> list[float]:
             if "rewards/task_reward/mean" in log]
 
 
-def run(task_name: str, out: Path, *, model_type: str = "gpt_neox", sft_steps: int = 1500,
-        grpo_steps: int = 100,
+def run(task_name: str, out: Path, *, model_type: str = "gpt_neox", sft_steps: int = 6000,
+        grpo_steps: int = 1000, grpo_lr: float = 3e-4, grpo_prompts: int = 8192,
         n_demonstrations: int = 4000, n_layer: int = 2, n_embd: int = 64,
         eval_samples: int = 2000, loglik_weight: float = 0.0, seed: int = 0,
         threads: int = 1) -> dict[str, Any]:
@@ -199,7 +199,8 @@ def run(task_name: str, out: Path, *, model_type: str = "gpt_neox", sft_steps: i
                  "horizon": task.horizon},
         "model": {"type": model_type, "n_layer": n_layer, "n_embd": n_embd,
                   "parameters": int(sum(p.numel() for p in model.parameters()))},
-        "settings": {"sft_steps": sft_steps, "grpo_steps": grpo_steps,
+        "settings": {"sft_steps": sft_steps, "grpo_steps": grpo_steps, "grpo_lr": grpo_lr,
+                     "grpo_prompts": grpo_prompts,
                      "n_demonstrations": n_demonstrations, "eval_samples": eval_samples,
                      "loglik_weight": loglik_weight, "seed": seed, "threads": threads},
         "scores": {"untrained": suite_scores(task, model, eval_samples=eval_samples,
@@ -212,8 +213,8 @@ def run(task_name: str, out: Path, *, model_type: str = "gpt_neox", sft_steps: i
                                     if "loss" in log][-1]}
     result["scores"]["sft"] = suite_scores(task, model, eval_samples=eval_samples, seed=seed)
     began = time.perf_counter()
-    grpo = run_grpo(task, model, grpo_steps, out / "grpo", loglik_weight=loglik_weight,
-                    seed=seed)
+    grpo = run_grpo(task, model, grpo_steps, out / "grpo", lr=grpo_lr, n_prompts=grpo_prompts,
+                    loglik_weight=loglik_weight, seed=seed)
     result["grpo"] = {"seconds": time.perf_counter() - began,
                       "task_reward_logged": _rewards_logged(grpo)}
     result["scores"]["sft+grpo"] = suite_scores(task, model, eval_samples=eval_samples,
@@ -228,8 +229,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for the JSON file and the model")
     parser.add_argument("--task", default="pathstar", choices=sorted(TASKS))
     parser.add_argument("--model-type", default="gpt_neox", choices=MODEL_TYPES)
-    parser.add_argument("--sft-steps", type=int, default=1500)
-    parser.add_argument("--grpo-steps", type=int, default=100)
+    parser.add_argument("--sft-steps", type=int, default=6000)
+    parser.add_argument("--grpo-steps", type=int, default=1000)
+    parser.add_argument("--grpo-lr", type=float, default=3e-4, help="GRPO's learning rate")
+    parser.add_argument("--grpo-prompts", type=int, default=8192,
+                        help="fresh prompts GRPO samples from (its training set)")
     parser.add_argument("--n-demonstrations", type=int, default=4000)
     parser.add_argument("--eval-samples", type=int, default=2000)
     parser.add_argument("--loglik-weight", type=float, default=0.0,
@@ -239,14 +243,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     for flag, value, low in (("--sft-steps", args.sft_steps, 1),
                              ("--grpo-steps", args.grpo_steps, 1),
                              ("--n-demonstrations", args.n_demonstrations, 1),
+                             ("--grpo-prompts", args.grpo_prompts, 1),
                              ("--eval-samples", args.eval_samples, 2), ("--seed", args.seed, 0)):
         if value < low:
             parser.error(f"{flag} must be an integer >= {low}, got {value}")
+    if not 0.0 < args.grpo_lr <= 1.0:
+        parser.error(f"--grpo-lr must lie in (0, 1], got {args.grpo_lr}")
     if not 0.0 <= args.loglik_weight <= 1e3:
         parser.error(f"--loglik-weight must lie in [0, 1000], got {args.loglik_weight}")
     result = run(args.task, Path(args.out), model_type=args.model_type,
-                 sft_steps=args.sft_steps,
-                 grpo_steps=args.grpo_steps, n_demonstrations=args.n_demonstrations,
+                 sft_steps=args.sft_steps, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr,
+                 grpo_prompts=args.grpo_prompts,
+                 n_demonstrations=args.n_demonstrations,
                  eval_samples=args.eval_samples, loglik_weight=args.loglik_weight,
                  seed=args.seed)
     print(f"{result['task']['env_id']} {result['task']['env_kwargs']}, {args.model_type} "
