@@ -28,68 +28,24 @@ instead of 1.0 at 10,000 steps; docs/pathstar.md). ``benchmarks/bench_gpt.py`` t
 against the hand-written net (``benchmarks/handwritten_gpt.py``, kept as the reference).
 
 Device: the environment variable ``NTP_GYM_DEVICE`` (default ``"cpu"``; e.g. ``"cuda"``)
-picks where the model trains and runs.
+picks where the model trains and runs (:mod:`agents.lm_inputs`, with the modes' inputs).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from agents.base import DEVICE_ENV
-from ntp_envs.type_aliases import IntArray
+from agents.lm_inputs import MODES
 from ntp_envs.validation import check_float, check_int
 
 if TYPE_CHECKING:
     from agents.hf_lm import HFAgent
 
-__all__ = ["CPU_CONFIG", "DEVICE_ENV", "LARGE_CONFIG", "MODEL_TYPE", "MODES", "GPTConfig",
-           "chunk_rows", "gpt_agent", "gpt_device", "parse_device", "target_inputs"]
+__all__ = ["CPU_CONFIG", "LARGE_CONFIG", "MODEL_TYPE", "GPTConfig", "gpt_agent"]
 
 MODEL_TYPE = "gpt_neox"
 """The transformers model type of the path-star agents."""
-
-MODES = ("tf", "reverse", "teacherless")
-CHUNK_ROWS = 4096
-"""Sequences per forward pass at inference on an accelerator (bounds memory)."""
-CPU_CHUNK_TOKENS = 4096
-"""Tokens per forward pass at inference on the CPU: small models run 1.5-3x faster per token
-in chunks that stay in cache (2-layer GPT-2, width 64: 102k tokens/s at 2,048 tokens, 63k at
-32,768; ``benchmarks/bench_hf_score.py``)."""
-
-
-def chunk_rows(length: int, device: torch.device) -> int:
-    """Sequences of ``length`` tokens per forward pass at inference on ``device``."""
-    if device.type != "cpu":
-        return CHUNK_ROWS
-    return max(1, CPU_CHUNK_TOKENS // max(1, length))
-
-
-def parse_device(name: str, source: str = DEVICE_ENV) -> torch.device:
-    """The torch device called ``name``; ValueError naming ``source`` (the variable or flag
-    it came from) when it is not cpu, cuda[:i] or mps, or is not available here."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"{source} must name a torch device (cpu, cuda, cuda:0, mps), "
-                         f"got {name!r}") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{source} must be cpu, cuda[:i] or mps, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{source}={name!r} but torch sees no CUDA device; use cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{source}={name!r} but torch sees no MPS device; use cpu")
-    return device
-
-
-def gpt_device() -> torch.device:
-    """The torch device named by ``NTP_GYM_DEVICE`` (default ``cpu``; ``ntp-bench sweep
-    --device`` sets it for every worker); ValueError naming the variable when unusable."""
-    return parse_device(os.environ.get(DEVICE_ENV, "cpu").strip() or "cpu")
 
 
 @dataclass(frozen=True)
@@ -134,15 +90,6 @@ LARGE_CONFIG = GPTConfig(n_layer=6, n_head=6, d_model=384, steps=50_000, batch_s
 (``NTP_GYM_DEVICE=cuda``): agent ``gpt-teacherless-large``. The paper's teacherless
 successes on small graphs came from long training; this configuration has not been run in
 this repository's CPU-only development (see the README)."""
-
-
-def target_inputs(prefixes: IntArray, mode: str, dummy: int) -> IntArray:
-    """What the model reads at the target positions before each target token: the tokens
-    themselves (``tf``/``reverse``), or the dummy token at every position (``teacherless``)."""
-    prefixes = np.asarray(prefixes, dtype=np.int64)
-    if mode == "teacherless":
-        return np.full(prefixes.shape, dummy, dtype=np.int64)
-    return prefixes
 
 
 def gpt_agent(mode: str, config: GPTConfig = CPU_CONFIG, name: str = "") -> HFAgent:

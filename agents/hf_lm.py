@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
-from agents.gpt import MODES, chunk_rows, gpt_device, target_inputs
+from agents.lm_inputs import MODES, chunk_rows, gpt_device, target_inputs
 from agents.sequence_training import Schedule, train_next_token
 from ntp_envs.hf import text_view
 from ntp_envs.sequence_model import TeacherForcedModel, sample_categorical

@@ -13,7 +13,8 @@ import torch
 
 import ntp_envs  # noqa: F401 - registers the envs
 from agents import load_policy, make_agent
-from agents.gpt import DEVICE_ENV, MODEL_TYPE, GPTConfig, gpt_agent, gpt_device, target_inputs
+from agents.gpt import MODEL_TYPE, GPTConfig, gpt_agent
+from agents.lm_inputs import DEVICE_ENV, gpt_device, target_inputs
 from evaluation.divergences import divergence
 from evaluation.metrics.pathstar import pathstar_metrics
 from experts import ExpertPolicy, collect_demonstrations

@@ -306,7 +306,7 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     tokens = _validate(configs)
     device = None
     if args.device is not None:
-        from agents.gpt import parse_device
+        from agents.lm_inputs import parse_device
 
         try:
             device = str(parse_device(args.device.strip(), "--device"))
