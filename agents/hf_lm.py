@@ -393,8 +393,8 @@ class HFAgent(Agent):
             rng: np.random.Generator | None = None) -> HFPolicy:
         if demonstrations is None:
             raise ValueError(f"{self.name} fits from demonstrations only (no population fit)")
+        prompts, tokens = demonstration_arrays(task, demonstrations)  # the data check first
         self.check_task(task)
-        prompts, tokens = demonstration_arrays(task, demonstrations)
         device = gpt_device()
         generator = np.random.default_rng(rng)
         torch_gen = torch.Generator().manual_seed(int(generator.integers(2**62)))

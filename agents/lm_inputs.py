@@ -19,9 +19,9 @@ MODES = ("tf", "reverse", "teacherless")
 CHUNK_ROWS = 4096
 """Sequences per forward pass at inference on an accelerator (bounds memory)."""
 CPU_CHUNK_TOKENS = 4096
-"""Tokens per forward pass at inference on the CPU: small models run 1.5-3x faster per token
-in chunks that stay in cache (2-layer GPT-2, width 64: 102k tokens/s at 2,048 tokens, 63k at
-32,768; ``benchmarks/bench_hf_score.py``)."""
+"""Tokens per forward pass at inference on the CPU: small models score more tokens per second
+in chunks that stay in cache (``benchmarks/bench_hf_score.py`` prints the rate per chunk
+size)."""
 
 
 def chunk_rows(length: int, device: torch.device) -> int:

@@ -8,7 +8,8 @@ per prefix of length ``H - 1`` scores its ``V`` completions); Monte Carlo needs
 :meth:`agents.hf_lm.HFSequenceModel.sequence_logprob` on sampled sequences. Prints
 
 * sequences/s of those log-likelihoods over the whole support (one context's 65,536), with
-  one torch thread and with all cores, ``--repeats`` times (median);
+  one torch thread and with all cores, ``--repeats`` times (median), and with one thread per
+  inference chunk size (:data:`agents.lm_inputs.CPU_CHUNK_TOKENS`, the default, and others);
 * the seconds of the whole exact score (:func:`evaluation.divergences.divergence` with
   ``method="enumerate"``: D_H^2, KL, TV over every context's 65,536 sequences; target < 10 s)
   and of :func:`evaluation.score.score`'s row (its ``auto`` method enumerates a network's law
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 import transformers
 
+import agents.lm_inputs
 from agents.hf_lm import HFSequenceModel, build_model
 from evaluation.divergences import divergence
 from evaluation.methods.enumeration import sequences_at
@@ -80,6 +82,15 @@ def main() -> None:
                  for _ in range(args.repeats)]
         print(f"log-likelihoods, {threads} thread(s): {np.median(rates):,.0f} sequences/s "
               f"(median of {args.repeats}: {', '.join(f'{r:,.0f}' for r in rates)})")
+    default = agents.lm_inputs.CPU_CHUNK_TOKENS
+    for chunk in (1024, default, 4 * default, 16 * default):
+        agents.lm_inputs.CPU_CHUNK_TOKENS = chunk
+        rates = [sequences_per_second(reader, contexts[0], tokens, 1)
+                 for _ in range(args.repeats)]
+        print(f"log-likelihoods, 1 thread, chunks of {chunk:,} tokens"
+              f"{' (the default)' if chunk == default else ''}: {np.median(rates):,.0f} "
+              f"sequences/s (median of {args.repeats})")
+    agents.lm_inputs.CPU_CHUNK_TOKENS = default
     torch.set_num_threads(1)
     for repeat in range(args.repeats):
         start = time.perf_counter()
