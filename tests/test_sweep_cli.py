@@ -111,6 +111,10 @@ def test_population_fit(tmp_path) -> None:
      "misspecification"),
     (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"foo": 1}'], "foo"),
     (["--env", "ntp_envs/ARLinear-v0", "--seeds", "0"], "--seeds"),
+    (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"horizon": 8}', "--horizons", "4,8"],
+     "--env-kwargs sets horizon 8 but --horizons lists 4,8"),
+    (["--env", "ntp_envs/ARLinear-v0", "--env-kwargs", '{"horizon": 0}'],
+     "--env-kwargs horizon must be a positive integer, got 0"),
     (["--preset", "nope"], "--preset must be one of"),
     (["--env", "ntp_envs/ARLinear-v0", "--device", "toaster"], "--device must name a torch"),
 ])
@@ -119,6 +123,22 @@ def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, capsys, argv, messag
     assert main(["sweep", *argv, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_horizon_in_env_kwargs_is_the_sweeps_horizon(tmp_path) -> None:
+    """``--env-kwargs '{"horizon": 4}'`` (as gymnasium.make takes it) sweeps H = 4, alone or
+    with ``--horizons 4``: the same rows as ``--horizons 4`` (refitted and enumerated here)."""
+    argv = ["sweep", "--env", "ntp_envs/ARLinear-v0", "--env-kwargs",
+            '{"misspecification": 0.5, "horizon": 4}', "--agents", "logloss", "--seeds", "2",
+            "--n-train", "200", "--oracle-starts", "4", "--quiet"]
+    for extra in ([], ["--horizons", "4"]):
+        out = tmp_path / f"h{len(extra)}"
+        assert main([*argv, *extra, "--out", str(out)]) == 0
+        frame = pd.read_csv(out / "results.csv")
+        assert sorted(frame["horizon"]) == [4, 4]  # 2 seeds
+        for row in frame.itertuples():
+            assert row.hellinger2 == pytest.approx(
+                _refit_and_enumerate(4, row.seed)["hellinger2"], rel=1e-9, abs=1e-13)
 
 
 DEVICE_PROBE = '''

@@ -117,9 +117,21 @@ def _parse_env_kwargs(text: str) -> dict:
         raise UsageError(f"--env-kwargs must be a JSON object: {err}") from None
     if not isinstance(value, dict):
         raise UsageError(f"--env-kwargs must be a JSON object, got {type(value).__name__}")
-    if "horizon" in value:
-        raise UsageError("--env-kwargs must not set horizon: use --horizons")
     return value
+
+
+def _env_horizons(env_kwargs: dict, horizons: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The sweep's horizons when ``--env-kwargs`` names one (it is removed from the kwargs):
+    that horizon, which ``--horizons`` (when given) must equal; ``horizons`` otherwise."""
+    if "horizon" not in env_kwargs:
+        return horizons
+    given = env_kwargs.pop("horizon")
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise UsageError(f"--env-kwargs horizon must be a positive integer, got {given!r}")
+    if horizons is not None and horizons != (given,):
+        raise UsageError(f"--env-kwargs sets horizon {given} but --horizons lists "
+                         f"{','.join(map(str, horizons))}: give the horizons once (--horizons)")
+    return (given,)
 
 
 def _configs_from_args(args: argparse.Namespace) -> list[SweepConfig]:
@@ -146,8 +158,10 @@ def _configs_from_args(args: argparse.Namespace) -> list[SweepConfig]:
         raise UsageError(f"--agents must name at least one agent (e.g. logloss,robust), got "
                          f"{args.agents!r}")
     env_kwargs = _parse_env_kwargs("{}" if args.env_kwargs is None else args.env_kwargs)
-    if args.horizons is not None:
-        horizons = _parse_horizons(args.horizons)
+    given = _env_horizons(env_kwargs, None if args.horizons is None else
+                          _parse_horizons(args.horizons))
+    if given is not None:
+        horizons = given
     else:  # ParityCoT, MultiplicationCoT, PathStar: each instance's own horizon
         horizons = () if _own_horizon(args.env) else _default("horizons")
     config = SweepConfig(
