@@ -35,6 +35,7 @@ from torch import nn
 from agents.base import Agent, FittedPolicy, demonstration_arrays, register_policy_kind
 from agents.lm_inputs import MODES, chunk_rows, gpt_device, target_inputs
 from agents.sequence_training import Schedule, train_next_token
+from ntp_envs.decoding import greedy_decode
 from ntp_envs.hf import text_view
 from ntp_envs.sequence_model import TeacherForcedModel, sample_categorical
 from ntp_envs.task import SequenceTask
@@ -214,12 +215,10 @@ class HFSequenceModel(TeacherForcedModel):
     def greedy(self, prompts: IntArray) -> IntArray:
         """The argmax sequence per prompt (``teacherless``: one forward pass)."""
         prompts = np.asarray(prompts, dtype=np.int64)
-        tokens = np.zeros((len(prompts), self.horizon), dtype=np.int64)
-        if self.mode == "teacherless":
-            return self.target_logprobs(prompts, tokens[:, :-1]).argmax(axis=2).astype(np.int64)
-        for h in range(self.horizon):
-            tokens[:, h] = self.target_logprobs(prompts, tokens[:, :h])[:, -1].argmax(axis=1)
-        return tokens
+        if self.mode != "teacherless":
+            return greedy_decode(self, prompts)
+        blank = np.zeros((len(prompts), self.horizon - 1), dtype=np.int64)
+        return self.target_logprobs(prompts, blank).argmax(axis=2).astype(np.int64)
 
 
 def _state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
